@@ -1,0 +1,117 @@
+"""Every Redis key the toolkit uses is named here, and only here.
+
+Scheme (``{service}`` is a Redis Cluster hash tag, so all keys of one service share a slot)::
+
+    {prefix}:{env}:{service}:actions            action stream of a service
+    {prefix}:{env}:{service}:dlq                dead-letter stream of a service
+    {prefix}:{env}:{service}:reply:{client}     reply list of one client process
+    {service}-group                             consumer group (not a key)
+    {service}-worker-{suffix}-{short uuid}      consumer name (not a key)
+
+Keys that arrive inside messages (``callback_queue_name``) are checked with :meth:`parse`:
+a worker writes only to action streams and reply keys of its own prefix and environment.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+
+from common.errors import InvalidKeyError
+
+__all__ = ["KeyKind", "ParsedKey", "QueueManager"]
+
+_SEGMENT = r"[A-Za-z0-9_-]{1,32}"
+_SERVICE = r"[a-z][a-z0-9_-]{0,62}"
+_CLIENT = r"[A-Za-z0-9_-]{1,64}"
+
+
+class KeyKind(StrEnum):
+    ACTIONS = "actions"
+    DEAD_LETTER = "dlq"
+    REPLY = "reply"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedKey:
+    """A key taken apart: its kind, its service and (for reply keys) its client id."""
+
+    kind: KeyKind
+    service: str
+    client_id: str | None = None
+
+
+class QueueManager:
+    """Names keys for one ``prefix`` and ``environment``, and validates keys found in messages."""
+
+    def __init__(self, prefix: str = "app", environment: str = "dev") -> None:
+        if not re.fullmatch(_SEGMENT, prefix):
+            raise InvalidKeyError(f"invalid queue prefix {prefix!r}")
+        if not re.fullmatch(_SEGMENT, environment):
+            raise InvalidKeyError(f"invalid environment {environment!r}")
+        self.prefix = prefix
+        self.environment = environment
+        self._base = f"{prefix}:{environment}"
+        self._pattern = re.compile(
+            rf"^{re.escape(self._base)}:\{{(?P<service>{_SERVICE})\}}:"
+            rf"(?:(?P<kind>actions|dlq)|reply:(?P<client>{_CLIENT}))$"
+        )
+
+    def __repr__(self) -> str:
+        return f"QueueManager(prefix={self.prefix!r}, environment={self.environment!r})"
+
+    @staticmethod
+    def _check_service(service: str) -> str:
+        if not re.fullmatch(_SERVICE, service):
+            raise InvalidKeyError(f"invalid service name {service!r}")
+        return service
+
+    def _service_base(self, service: str) -> str:
+        return f"{self._base}:{{{self._check_service(service)}}}"
+
+    def action_stream(self, service: str) -> str:
+        """The stream a service's workers consume."""
+        return f"{self._service_base(service)}:actions"
+
+    def dead_letter_stream(self, service: str) -> str:
+        return f"{self._service_base(service)}:dlq"
+
+    def reply_key(self, service: str, client_id: str) -> str:
+        """The list on which one client process of ``service`` collects its replies."""
+        if not re.fullmatch(_CLIENT, client_id):
+            raise InvalidKeyError(f"invalid client id {client_id!r}")
+        return f"{self._service_base(service)}:reply:{client_id}"
+
+    def consumer_group(self, service: str) -> str:
+        return f"{self._check_service(service)}-group"
+
+    def consumer_name(self, service: str, suffix: str | None = None) -> str:
+        """A consumer name unique to this worker instance."""
+        tag = re.sub(r"[^A-Za-z0-9_.-]", "-", suffix) if suffix else "0"
+        return f"{self._check_service(service)}-worker-{tag}-{uuid.uuid4().hex[:8]}"
+
+    @staticmethod
+    def new_client_id() -> str:
+        return uuid.uuid4().hex
+
+    def parse(self, key: str | bytes) -> ParsedKey:
+        """Take a key apart, or raise :class:`InvalidKeyError` if it is not one of ours."""
+        if isinstance(key, bytes):
+            try:
+                key = key.decode()
+            except UnicodeDecodeError:
+                raise InvalidKeyError("key is not valid UTF-8") from None
+        match = self._pattern.match(key)
+        if match is None:
+            raise InvalidKeyError(f"{key[:200]!r} is not a key of {self._base}")
+        kind = KeyKind(match["kind"] or "reply")
+        return ParsedKey(kind, match["service"], match["client"])
+
+    def is_valid_target(self, key: str) -> bool:
+        """True for keys a message may ask a worker to write to (action streams, reply keys)."""
+        try:
+            return self.parse(key).kind is not KeyKind.DEAD_LETTER
+        except InvalidKeyError:
+            return False

@@ -1,0 +1,156 @@
+"""Connection lifecycle: one pool per service process, for every supported URL form."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.sentinel import Sentinel
+
+from common.config import CommonAppSettings
+from common.errors import ConfigurationError, WorkerStateError
+
+__all__ = ["RedisManager", "is_memory_url"]
+
+logger = logging.getLogger(__name__)
+
+_memory_lock = threading.Lock()
+_memory_servers: dict[str, Any] = {}
+
+
+def is_memory_url(url: str) -> bool:
+    return url.startswith("memory://")
+
+
+def _memory_server(name: str) -> Any:
+    """The in-process fakeredis server for ``memory://name``, shared by the whole process."""
+    try:
+        import fakeredis
+    except ImportError as exc:  # pragma: no cover - fakeredis is a dependency
+        raise ConfigurationError("memory:// needs the 'fakeredis' package") from exc
+    with _memory_lock:
+        server = _memory_servers.get(name)
+        if server is None:
+            server = _memory_servers[name] = fakeredis.FakeServer(version=(7, 0))
+        return server
+
+
+class RedisManager:
+    """Owns the Redis connection pool of a service.
+
+    ``redis://`` and ``rediss://`` (TLS) URLs may carry ``user:password@`` credentials and a
+    database number; ``memory://[name]`` selects an embedded in-process server (fakeredis)
+    shared by every client in the process; ``redis+sentinel://h1:p1,h2:p2/master`` asks
+    Sentinel for the master.
+    """
+
+    def __init__(self, settings: CommonAppSettings | None = None, **overrides: Any) -> None:
+        self.settings = settings or CommonAppSettings(**overrides)
+        self._client: aioredis.Redis | None = None
+
+    @property
+    def url(self) -> str:
+        return self.settings.redis_url
+
+    @property
+    def is_memory(self) -> bool:
+        return is_memory_url(self.url)
+
+    async def initialize(self) -> RedisManager:
+        """Create the pool and check the server answers (idempotent)."""
+        if self._client is not None:
+            return self
+        client = self._build()
+        try:
+            await client.ping()
+        except Exception:
+            await client.aclose()
+            raise
+        self._client = client
+        logger.info("redis connected: %s", _redact(self.url))
+        return self
+
+    def get_client(self) -> aioredis.Redis:
+        if self._client is None:
+            raise WorkerStateError("RedisManager.initialize() has not been awaited")
+        return self._client
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def __aenter__(self) -> RedisManager:
+        return await self.initialize()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _common_kwargs(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "socket_keepalive": s.redis_socket_keepalive,
+            "socket_timeout": s.redis_socket_timeout_s,
+            "socket_connect_timeout": 5.0,
+            "health_check_interval": 30,
+            "max_connections": s.redis_max_connections,
+        }
+
+    def _build(self) -> aioredis.Redis:
+        url = self.url
+        if is_memory_url(url):
+            import fakeredis
+
+            name = url[len("memory://") :].strip("/") or "default"
+            return fakeredis.FakeAsyncRedis(
+                server=_memory_server(name),
+                connection_pool_class=BlockingConnectionPool,
+                max_connections=self.settings.redis_max_connections,
+            )
+        if url.startswith("redis+cluster://"):
+            raise ConfigurationError(
+                "redis+cluster:// is not supported yet by this release; use redis:// or rediss://"
+            )
+        if url.startswith("redis+sentinel://"):
+            return self._sentinel_master(url)
+        try:
+            # A blocking pool: past redis_max_connections, callers wait for a connection
+            # instead of failing with "Too many connections".
+            pool = BlockingConnectionPool.from_url(url, timeout=30, **self._common_kwargs())
+            return aioredis.Redis.from_pool(pool)
+        except ValueError as exc:
+            raise ConfigurationError(f"redis_url: {exc}") from exc
+
+    def _sentinel_master(self, url: str) -> aioredis.Redis:
+        parts = urlsplit(url)
+        master = parts.path.strip("/")
+        if not master:
+            raise ConfigurationError("redis_url: redis+sentinel:// needs /master_name")
+        hosts = []
+        for hostport in parts.netloc.rsplit("@", 1)[-1].split(","):
+            host, _, port = hostport.partition(":")
+            hosts.append((host, int(port or 26379)))
+        kwargs = self._common_kwargs()
+        kwargs.pop("max_connections")
+        if parts.username or parts.password:
+            kwargs["username"] = unquote(parts.username) if parts.username else None
+            kwargs["password"] = unquote(parts.password) if parts.password else None
+        sentinel = Sentinel(hosts, **kwargs)
+        return sentinel.master_for(master)
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url

@@ -1,0 +1,120 @@
+"""The toolkit's error tree. Every error it raises derives from :class:`CommonError`.
+
+::
+
+    CommonError
+     ├── ConfigurationError          bad settings or URL (raised at start-up)
+     ├── InvalidKeyError             a key that QueueManager does not recognise
+     ├── MessageError                an entry that cannot become a DomainAction
+     │    ├── MalformedMessageError  not JSON, wrong fields, wrong types
+     │    └── PayloadTooLargeError   larger than ``max_payload_bytes``
+     ├── HandlerError                raised *by handlers* to steer delivery
+     │    ├── NonRetryableError      dead-letter at once, no retry
+     │    │    └── UnknownActionError   no handler for the action type
+     │    └── RetryLaterError        retry after ``delay`` seconds
+     ├── ActionTimeoutError          a pseudo-sync call got no reply in time
+     ├── RemoteActionError           a pseudo-sync call got an error reply
+     └── WorkerStateError            a worker or client used in the wrong state
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from common.models.actions import ErrorDetail
+
+__all__ = [
+    "ActionTimeoutError",
+    "CommonError",
+    "ConfigurationError",
+    "HandlerError",
+    "InvalidKeyError",
+    "MalformedMessageError",
+    "MessageError",
+    "NonRetryableError",
+    "PayloadTooLargeError",
+    "RemoteActionError",
+    "RetryLaterError",
+    "UnknownActionError",
+    "WorkerStateError",
+]
+
+
+class CommonError(Exception):
+    """Root of every error raised by the toolkit."""
+
+
+class ConfigurationError(CommonError):
+    """Settings or a connection URL are invalid."""
+
+
+class InvalidKeyError(CommonError, ValueError):
+    """A Redis key is outside the naming scheme of this prefix and environment."""
+
+
+class MessageError(CommonError):
+    """A stream entry cannot be turned into a valid message."""
+
+
+class MalformedMessageError(MessageError):
+    """The entry is not JSON, lacks fields, or has fields of the wrong type."""
+
+
+class PayloadTooLargeError(MessageError):
+    """The encoded payload is larger than ``max_payload_bytes``."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"payload of {size} bytes exceeds max_payload_bytes={limit}")
+        self.size = size
+        self.limit = limit
+
+
+class HandlerError(CommonError):
+    """Base of the errors a handler raises on purpose to steer delivery."""
+
+
+class NonRetryableError(HandlerError):
+    """The action can never succeed: dead-letter it at once, without retries."""
+
+    status_code: int = 422
+
+
+class UnknownActionError(NonRetryableError):
+    """No handler exists for the action type."""
+
+    status_code = 404
+
+
+class RetryLaterError(HandlerError):
+    """Retry the action after ``delay`` seconds instead of the policy's backoff."""
+
+    def __init__(self, delay: float, message: str = "") -> None:
+        if delay < 0:
+            raise ValueError("delay must be >= 0")
+        super().__init__(message or f"retry requested in {delay:g}s")
+        self.delay = float(delay)
+
+
+class ActionTimeoutError(CommonError):
+    """A pseudo-synchronous call received no response within its timeout."""
+
+    def __init__(self, action_id: Any, timeout: float) -> None:
+        super().__init__(f"no response to action {action_id} within {timeout:g}s")
+        self.action_id = action_id
+        self.timeout = timeout
+
+
+class RemoteActionError(CommonError):
+    """A pseudo-synchronous call was answered with ``success=False``."""
+
+    def __init__(self, error: ErrorDetail | None, status_code: int) -> None:
+        message = error.message if error is not None else "remote action failed"
+        kind = error.error_type if error is not None else "Error"
+        super().__init__(f"{kind} ({status_code}): {message}")
+        self.error = error
+        self.status_code = status_code
+
+
+class WorkerStateError(CommonError, RuntimeError):
+    """A worker, pool or client was used before initialisation or after closing."""

@@ -1,0 +1,158 @@
+"""The envelopes that travel on the streams: actions, their responses and error details."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from common.errors import RemoteActionError
+
+__all__ = ["ACTION_TYPE_PATTERN", "DomainAction", "DomainActionResponse", "ErrorDetail"]
+
+ACTION_TYPE_PATTERN = r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)+$"
+_ACTION_TYPE_RE = re.compile(ACTION_TYPE_PATTERN)
+_SERVICE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _id_to_str(value: Any) -> Any:
+    return str(value) if isinstance(value, UUID) else value
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong, as a caller sees it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    error_type: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, **details: Any) -> ErrorDetail:
+        return cls(error_type=type(exc).__name__, message=str(exc) or repr(exc), details=details)
+
+
+class DomainAction(BaseModel):
+    """An action one service asks another to perform."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    action_id: UUID = Field(default_factory=uuid4)
+    action_type: str = Field(max_length=200)
+    timestamp: datetime = Field(default_factory=_utcnow)
+    origin_service: str | None = None
+    target_service: str | None = None
+    correlation_id: str | None = Field(None, max_length=200)
+    trace_id: str | None = Field(None, max_length=200)
+    tenant_id: str | None = Field(None, max_length=200)
+    user_id: str | None = Field(None, max_length=200)
+    session_id: str | None = Field(None, max_length=200)
+    callback_queue_name: str | None = Field(None, max_length=512)
+    callback_action_type: str | None = Field(None, max_length=200)
+    deadline: datetime | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator(
+        "correlation_id", "trace_id", "tenant_id", "user_id", "session_id", mode="before"
+    )
+    @classmethod
+    def _ids_as_str(cls, value: Any) -> Any:
+        return _id_to_str(value)
+
+    @field_validator("action_type", "callback_action_type")
+    @classmethod
+    def _check_type(cls, value: str | None) -> str | None:
+        if value is not None and not _ACTION_TYPE_RE.match(value):
+            raise ValueError(
+                f"{value!r} is not a dotted lowercase action type such as 'user.create'"
+            )
+        return value
+
+    @field_validator("origin_service", "target_service")
+    @classmethod
+    def _check_service(cls, value: str | None) -> str | None:
+        if value is not None and not _SERVICE_RE.match(value):
+            raise ValueError(f"{value!r} is not a valid service name")
+        return value
+
+    @field_validator("timestamp", "deadline")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return _as_utc(value)
+
+    @model_validator(mode="after")
+    def _defaults(self) -> DomainAction:
+        # Frozen model: fill derived defaults once, at construction.
+        if self.target_service is None:
+            object.__setattr__(self, "target_service", self.action_type.split(".", 1)[0])
+        if self.correlation_id is None:
+            object.__setattr__(self, "correlation_id", str(self.action_id))
+        if self.trace_id is None:
+            object.__setattr__(self, "trace_id", self.action_id.hex)
+        return self
+
+    @property
+    def handler_name(self) -> str:
+        """Name of the worker method that handles this action type."""
+        return handler_name_for(self.action_type)
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        return self.deadline is not None and (now or _utcnow()) >= self.deadline
+
+
+def handler_name_for(action_type: str) -> str:
+    return "_handle_" + action_type.replace(".", "_").replace("-", "_")
+
+
+class DomainActionResponse(BaseModel):
+    """The answer to a pseudo-synchronous action."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    action_id: UUID | None = None
+    action_type: str | None = None
+    correlation_id: str | None = None
+    trace_id: str | None = None
+    success: bool = True
+    status_code: int = Field(200, ge=100, le=599)
+    data: dict[str, Any] = Field(default_factory=dict)
+    error: ErrorDetail | None = None
+    timestamp: datetime = Field(default_factory=_utcnow)
+
+    @field_validator("correlation_id", "trace_id", mode="before")
+    @classmethod
+    def _ids_as_str(cls, value: Any) -> Any:
+        return _id_to_str(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _success_from_status(cls, values: Any) -> Any:
+        # A response built by hand with only a status code gets a matching `success`.
+        if isinstance(values, dict) and "success" not in values and "status_code" in values:
+            code = values["status_code"]
+            if isinstance(code, int):
+                values = {**values, "success": code < 400}
+        return values
+
+    def raise_for_error(self) -> DomainActionResponse:
+        """Return ``self`` if successful, else raise :class:`RemoteActionError`."""
+        if not self.success:
+            raise RemoteActionError(self.error, self.status_code)
+        return self

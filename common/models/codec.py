@@ -1,0 +1,73 @@
+"""Wire format: how envelopes are stored in stream entries and reply lists.
+
+A stream entry holds one field, ``action``, whose value is the action's JSON. Decoding goes
+straight from the bytes Redis returned to the validated model, with the size checked first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from common.errors import MalformedMessageError, PayloadTooLargeError
+from common.models.actions import DomainAction, DomainActionResponse
+
+__all__ = [
+    "ACTION_FIELD",
+    "decode_action",
+    "decode_response",
+    "dumps",
+    "encode_action",
+    "encode_response",
+]
+
+ACTION_FIELD = "action"
+_ACTION_FIELD_B = ACTION_FIELD.encode()
+
+
+def dumps(value: Any) -> bytes:
+    """JSON-encode plain data (dicts of str, numbers, datetimes, UUIDs)."""
+    return orjson.dumps(value, default=str)
+
+
+def encode_action(action: DomainAction, max_bytes: int) -> dict[str, bytes]:
+    """The stream fields of ``action``; raises if the payload is larger than ``max_bytes``."""
+    payload = action.__pydantic_serializer__.to_json(action)
+    if len(payload) > max_bytes:
+        raise PayloadTooLargeError(len(payload), max_bytes)
+    return {ACTION_FIELD: payload}
+
+
+def decode_action(fields: dict[bytes, bytes], max_bytes: int) -> DomainAction:
+    """Validate a stream entry into a :class:`DomainAction` or raise a ``MessageError``."""
+    raw = fields.get(_ACTION_FIELD_B)
+    if raw is None:
+        present = sorted(k.decode("utf-8", "replace") for k in fields)
+        raise MalformedMessageError(f"entry has no {ACTION_FIELD!r} field (fields: {present})")
+    if len(raw) > max_bytes:
+        raise PayloadTooLargeError(len(raw), max_bytes)
+    try:
+        return DomainAction.model_validate_json(raw)
+    except ValidationError as exc:
+        raise MalformedMessageError(_summarise(exc)) from None
+
+
+def encode_response(response: DomainActionResponse) -> bytes:
+    return response.__pydantic_serializer__.to_json(response)
+
+
+def decode_response(raw: bytes) -> DomainActionResponse:
+    try:
+        return DomainActionResponse.model_validate_json(raw)
+    except ValidationError as exc:
+        raise MalformedMessageError(_summarise(exc)) from None
+
+
+def _summarise(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "payload"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,199 @@
+"""``BaseWorker``: the base class of every service's action worker."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC
+from typing import Any
+from uuid import UUID
+
+import orjson
+import redis.asyncio as aioredis
+
+from common.clients.base_redis_client import BaseRedisClient
+from common.clients.queue_manager import QueueManager
+from common.config import CommonAppSettings
+from common.errors import (
+    InvalidKeyError,
+    MessageError,
+    NonRetryableError,
+    PayloadTooLargeError,
+    RetryLaterError,
+    UnknownActionError,
+)
+from common.models.actions import DomainAction, DomainActionResponse, ErrorDetail
+from common.models.codec import decode_action
+from common.workers.engine import StreamConsumer
+from common.workers.outcome import Ack, DeadLetter, DeadLetterReason, Delivery, Fail, Outcome, Write
+from common.workers.replies import ReplyBuilder, to_response
+from common.workers.retry import RetryPolicy
+
+__all__ = ["BaseWorker", "HandlerResult"]
+
+logger = logging.getLogger("common.workers")
+
+HandlerResult = dict[str, Any] | DomainActionResponse | None
+
+
+def common_settings_of(app_settings: Any) -> CommonAppSettings:
+    """Accept a ``CommonAppSettings`` or a service settings object carrying one."""
+    if isinstance(app_settings, CommonAppSettings):
+        return app_settings
+    nested = getattr(app_settings, "common_settings", None)
+    if isinstance(nested, CommonAppSettings):
+        return nested
+    raise TypeError(
+        "app_settings must be a CommonAppSettings or carry one as .common_settings, "
+        f"not {type(app_settings).__name__}"
+    )
+
+
+class BaseWorker(StreamConsumer, ABC):
+    """One consumer of its service's action stream.
+
+    Subclasses add ``async def _handle_<action_type>(self, action)`` methods, where the action
+    type's dots and dashes become underscores (``user.create`` -> ``_handle_user_create``), or
+    override :meth:`_handle_action`. A handler returns a dict (the response data), a
+    :class:`DomainActionResponse`, or ``None``. Raising :class:`NonRetryableError` dead-letters
+    the action at once, :class:`RetryLaterError` retries it after the given delay, and any other
+    exception retries it with the retry policy's backoff until ``max_retries`` deliveries.
+    """
+
+    def __init__(
+        self,
+        app_settings: Any,
+        async_redis_conn: aioredis.Redis,
+        consumer_id_suffix: str | None = None,
+        *,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        settings = common_settings_of(app_settings)
+        self.app_settings = app_settings
+        self.common_settings = settings
+        self.service_name = settings.service_name
+        self.queue_manager = QueueManager(settings.queue_prefix, settings.environment)
+        qm = self.queue_manager
+        self.action_stream_name = qm.action_stream(self.service_name)
+        self.dead_letter_stream_name = qm.dead_letter_stream(self.service_name)
+        self.consumer_group_name = qm.consumer_group(self.service_name)
+        self.consumer_name = qm.consumer_name(self.service_name, consumer_id_suffix)
+        self.redis_client = BaseRedisClient(self.service_name, async_redis_conn, settings)
+        self._replies = ReplyBuilder(self.service_name, qm, settings)
+        self._handlers: dict[str, Any] = {}
+        super().__init__(
+            async_redis_conn,
+            settings,
+            stream=self.action_stream_name,
+            group=self.consumer_group_name,
+            consumer=self.consumer_name,
+            dead_letter_stream=self.dead_letter_stream_name,
+            retry_policy=retry_policy,
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.consumer_name}>"
+
+    async def initialize(self) -> None:
+        """Create the consumer group, then run :meth:`_initialize_components`."""
+        await super().initialize()
+        await self._initialize_components()
+
+    async def _initialize_components(self) -> None:
+        """Override to set up what handlers need (clients, caches); runs in initialize()."""
+
+    async def _handle_action(self, action: DomainAction) -> HandlerResult:
+        """Dispatch to ``_handle_<action_type>``; override for custom routing."""
+        handler = self._handlers.get(action.action_type)
+        if handler is None:
+            handler = getattr(self, action.handler_name, None)
+            if handler is None or not callable(handler):
+                raise UnknownActionError(
+                    f"{type(self).__name__} has no handler for {action.action_type!r} "
+                    f"(expected method {action.handler_name})"
+                )
+            self._handlers[action.action_type] = handler
+        result: HandlerResult = await handler(action)
+        return result
+
+    # -- the engine's hooks ------------------------------------------------------------------
+
+    async def _process_delivery(self, delivery: Delivery) -> Outcome:
+        try:
+            action = decode_action(delivery.fields, self.settings.max_payload_bytes)
+        except MessageError as exc:
+            return self._malformed(delivery, exc)
+        delivery.payload = action
+        try:
+            self._replies.check_target(action)
+        except InvalidKeyError as exc:
+            # Never write where a message says unless the key is ours: refuse, reply nowhere.
+            return DeadLetter(DeadLetterReason.REFUSED_TARGET, ErrorDetail.from_exception(exc))
+        if action.is_expired():
+            error = ErrorDetail(
+                error_type="DeadlineExpired",
+                message=f"deadline {action.deadline.isoformat()} has passed"
+                if action.deadline
+                else "deadline has passed",
+            )
+            return DeadLetter(
+                DeadLetterReason.EXPIRED, error, self._replies.failure_writes(action, error, 504)
+            )
+        try:
+            result = await self._handle_action(action)
+            return Ack(self._replies.writes(action, to_response(action, result)))
+        except RetryLaterError as exc:
+            return Fail(ErrorDetail.from_exception(exc), delay=exc.delay)
+        except (NonRetryableError, NotImplementedError) as exc:
+            unknown = isinstance(exc, (UnknownActionError, NotImplementedError))
+            error = ErrorDetail.from_exception(exc)
+            status = 404 if unknown else getattr(exc, "status_code", 422)
+            reason = DeadLetterReason.UNKNOWN_ACTION if unknown else DeadLetterReason.NON_RETRYABLE
+            return DeadLetter(reason, error, self._replies.failure_writes(action, error, status))
+        except Exception as exc:
+            logger.warning(
+                "%s: %s (action %s, type %s, trace %s) failed on delivery %d: %r",
+                self.service_name,
+                self.consumer_name,
+                action.action_id,
+                action.action_type,
+                action.trace_id,
+                delivery.attempt,
+                exc,
+            )
+            return Fail(ErrorDetail.from_exception(exc))
+
+    def _failure_writes(self, delivery: Delivery, error: ErrorDetail) -> tuple[Write, ...]:
+        action = delivery.payload if isinstance(delivery.payload, DomainAction) else None
+        return self._replies.failure_writes(action, error, 500)
+
+    def _malformed(self, delivery: Delivery, exc: MessageError) -> DeadLetter:
+        reason = (
+            DeadLetterReason.PAYLOAD_TOO_LARGE
+            if isinstance(exc, PayloadTooLargeError)
+            else DeadLetterReason.MALFORMED
+        )
+        error = ErrorDetail.from_exception(exc)
+        salvaged = None if reason is DeadLetterReason.PAYLOAD_TOO_LARGE else _salvage(delivery)
+        return DeadLetter(reason, error, self._replies.failure_writes(salvaged, error, 400))
+
+
+def _salvage(delivery: Delivery) -> DomainAction | None:
+    """From an invalid action, recover just enough (id, reply target) to answer its caller."""
+    raw = delivery.fields.get(b"action")
+    try:
+        doc = orjson.loads(raw) if raw is not None else None
+        if not isinstance(doc, dict) or not isinstance(doc.get("callback_queue_name"), str):
+            return None
+        return DomainAction.model_construct(
+            action_id=UUID(str(doc["action_id"])),
+            action_type="invalid.action",
+            correlation_id=str(doc.get("correlation_id") or doc["action_id"]),
+            trace_id=str(doc.get("trace_id") or ""),
+            callback_queue_name=doc["callback_queue_name"],
+            callback_action_type=None,
+            tenant_id=None,
+            user_id=None,
+            session_id=None,
+        )
+    except (orjson.JSONDecodeError, KeyError, ValueError, TypeError):
+        return None

@@ -1,0 +1,420 @@
+"""The consumer engine: read a stream in a group, process, settle, stay alive.
+
+One engine instance is one consumer. It reads batches with XREADGROUP, runs up to
+``worker_concurrency`` deliveries at once (inline, without tasks, when that is 1), settles
+their outcomes through the :class:`Outbox` (one pipelined write+XACK per batch), holds failed
+entries for their retry (keeping their lease), and survives a lost group or a lost server.
+Subclasses decide what an entry means by implementing :meth:`_process_delivery`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from common.config import CommonAppSettings
+from common.errors import WorkerStateError
+from common.models.actions import ErrorDetail
+from common.workers.leases import LeaseKeeper
+from common.workers.outbox import Outbox
+from common.workers.outcome import Ack, DeadLetter, DeadLetterReason, Delivery, Fail, Outcome, Write
+from common.workers.retry import RetryPolicy
+from common.workers.stats import WorkerStats
+
+__all__ = ["StreamConsumer"]
+
+logger = logging.getLogger("common.workers")
+
+_CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+def _is_nogroup(exc: BaseException) -> bool:
+    return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
+
+
+class StreamConsumer(ABC):
+    """A consumer of one stream in one consumer group (the engine under every worker)."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        settings: CommonAppSettings,
+        *,
+        stream: str,
+        group: str,
+        consumer: str,
+        dead_letter_stream: str,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.retry_policy = retry_policy or RetryPolicy.from_settings(settings)
+        self.stats = WorkerStats()
+        self.outbox = Outbox(
+            stream, group, dead_letter_stream, settings.dead_letter_maxlen, consumer
+        )
+        self.leases = LeaseKeeper(self)
+        self.held: dict[bytes, Delivery] = {}  # every entry this consumer holds, by id
+        self.intake: list[Delivery] = []  # claimed by a reclaimer, waiting to run
+        self._retries: list[tuple[float, bytes]] = []  # heap of (due, entry id)
+        self._embedded = type(redis).__module__.startswith("fakeredis")
+        self._stopping = asyncio.Event()
+        self._initialized = False
+        self._running = False
+        self._reading = False
+        self._run_task: asyncio.Task[None] | None = None
+        self._active: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(settings.worker_concurrency)
+        self._flush_wanted = asyncio.Event()
+        # A consumer run on its own recovers abandoned entries itself; a pool turns this off
+        # and runs one reclaim loop for all its workers.
+        self.standalone_recovery = True
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def initialize(self) -> None:
+        """Create the consumer group (from id 0, with MKSTREAM) unless it exists."""
+        await self._ensure_group()
+        self._initialized = True
+
+    async def _ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            logger.info("created group %s on %s", self.group, self.stream)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    @property
+    def is_running(self) -> bool:
+        return self._running
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop`; then drain in-flight work and return."""
+        if self._running:
+            raise WorkerStateError(f"consumer {self.consumer} is already running")
+        self._running = True
+        self._stopping.clear()
+        self._run_task = asyncio.current_task()
+        try:
+            if not self._initialized:
+                await self._with_reconnect(self.initialize)
+            reclaimer = None
+            if self.standalone_recovery:
+                from common.workers.recovery import Reclaimer
+
+                reclaimer = Reclaimer([self])
+                reclaimer.start()
+            async with self.leases.running():
+                flusher = None
+                if self.settings.worker_concurrency > 1:
+                    flusher = asyncio.create_task(self._flush_loop(), name=f"flush:{self.consumer}")
+                try:
+                    await self._process_action_loop()
+                finally:
+                    if reclaimer is not None:
+                        await reclaimer.stop()
+                    await self._drain(flusher)
+        finally:
+            self._running = False
+            self._run_task = None
+
+    async def stop(self) -> None:
+        """Stop reading; in-flight work gets ``shutdown_grace_s`` to finish before run returns."""
+        self._stopping.set()
+        task = self._run_task
+        if task is not None and self._reading and task is not asyncio.current_task():
+            task.cancel(msg="stop")  # interrupt a blocked XREADGROUP; run() swallows it
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def _process_action_loop(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                batch = await self._next_batch()
+                backoff = 0.1
+            except asyncio.CancelledError:
+                if not self._stopping.is_set():
+                    raise
+                if (task := asyncio.current_task()) is not None:
+                    task.uncancel()
+                break
+            except ResponseError as exc:
+                if not _is_nogroup(exc):
+                    raise
+                logger.warning(
+                    "group %s on %s is gone (server restarted or flushed?): recreating it",
+                    self.group,
+                    self.stream,
+                )
+                await self._with_reconnect(self._ensure_group)
+                continue
+            except _CONNECTION_ERRORS as exc:
+                logger.warning("%s lost Redis (%s); retrying in %.1fs", self.consumer, exc, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if batch:
+                await self._dispatch(batch)
+
+    async def _next_batch(self) -> list[Delivery]:
+        """Deliveries to run next: claimed ones, due retries, then new entries."""
+        if self.intake:
+            batch, self.intake = self.intake, []
+            return batch
+        if self._retries and self._retries[0][0] <= time.monotonic():
+            return await self._claim_due_retries()
+        count = self.settings.worker_batch_size
+        if self.settings.worker_concurrency > 1:
+            await self._slots.acquire()  # wait for a free slot before reading more
+            self._slots.release()
+            count = min(count, self._free_slots())
+        block = self.settings.worker_block_ms
+        if self._retries:
+            block = max(1, min(block, int((self._retries[0][0] - time.monotonic()) * 1000) + 1))
+        return await self._read(count, block)
+
+    def _free_slots(self) -> int:
+        return max(1, self.settings.worker_concurrency - len(self._active))
+
+    async def _read(self, count: int, block_ms: int) -> list[Delivery]:
+        self._reading = True
+        try:
+            reply = await self.redis.xreadgroup(
+                self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
+            )
+            if not reply and self._embedded:
+                await self._wait_embedded(block_ms)
+        finally:
+            self._reading = False
+        if not reply:
+            return []
+        now = time.monotonic()
+        batch = []
+        held = self.held
+        for entry_id, fields in reply[0][1]:
+            if fields is None:  # deleted between delivery and read; nothing to run
+                continue
+            delivery = Delivery(entry_id, fields, 1, now)
+            held[entry_id] = delivery
+            batch.append(delivery)
+        self.stats.read += len(batch)
+        return batch
+
+    async def _wait_embedded(self, block_ms: int) -> None:
+        # The embedded server answers XREADGROUP BLOCK at once; XREAD BLOCK does wait. Block on
+        # XREAD from the group's last delivered id: it returns as soon as anything new arrives.
+        last = b"0-0"
+        for group in await self.redis.xinfo_groups(self.stream):
+            if group["name"] in (self.group, self.group.encode()):
+                last = group["last-delivered-id"]
+        await self.redis.xread({self.stream: last}, count=1, block=block_ms)
+
+    async def _dispatch(self, batch: list[Delivery]) -> None:
+        if self.settings.worker_concurrency == 1:
+            for delivery in batch:
+                self._settle(delivery, await self._run_one(delivery))
+            await self._flush()
+            return
+        for delivery in batch:
+            await self._slots.acquire()
+            task = asyncio.create_task(self._run_slot(delivery))
+            self._active.add(task)
+            task.add_done_callback(self._active.discard)
+
+    async def _run_slot(self, delivery: Delivery) -> None:
+        try:
+            self._settle(delivery, await self._run_one(delivery))
+            self._flush_wanted.set()
+        finally:
+            self._slots.release()
+
+    async def _run_one(self, delivery: Delivery) -> Outcome:
+        if delivery.attempt > self.retry_policy.max_retries:
+            # Delivered more often than the budget allows (its consumers kept dying): poison.
+            return self._exhausted(
+                delivery,
+                ErrorDetail(
+                    error_type="DeliveryLimitExceeded",
+                    message=f"delivered {delivery.attempt} times without being settled",
+                ),
+            )
+        try:
+            return await self._process_delivery(delivery)
+        except Exception as exc:
+            logger.exception("%s: processing entry %s crashed", self.consumer, delivery.entry_id)
+            return Fail(ErrorDetail.from_exception(exc))
+
+    @abstractmethod
+    async def _process_delivery(self, delivery: Delivery) -> Outcome:
+        """Decide what to do with one delivery (runs the user's handler)."""
+
+    def _failure_writes(self, delivery: Delivery, error: ErrorDetail) -> tuple[Write, ...]:
+        """Writes that tell the sender its action failed for good (error reply, callback)."""
+        return ()
+
+    # -- settlement --------------------------------------------------------------------------
+
+    def _settle(self, delivery: Delivery, outcome: Outcome) -> None:
+        if isinstance(outcome, Ack):
+            self.outbox.add_ack(delivery.entry_id, outcome.writes)
+            self.stats.handled += 1
+        elif isinstance(outcome, DeadLetter):
+            self._dead_letter(delivery, outcome)
+        elif self.retry_policy.should_retry(delivery.attempt):
+            delay = outcome.delay
+            if delay is None:
+                delay = self.retry_policy.get_delay(delivery.attempt)
+            delivery.retry_at = time.monotonic() + delay
+            heapq.heappush(self._retries, (delivery.retry_at, delivery.entry_id))
+            self.stats.failed += 1
+            logger.warning(
+                "%s: entry %s failed (attempt %d/%d, retry in %.2fs): %s",
+                self.consumer,
+                delivery.entry_id,
+                delivery.attempt,
+                self.retry_policy.max_retries,
+                delay,
+                outcome.error.message,
+            )
+        else:
+            self.stats.failed += 1
+            self._dead_letter(delivery, self._exhausted(delivery, outcome.error))
+
+    def _exhausted(self, delivery: Delivery, error: ErrorDetail) -> DeadLetter:
+        return DeadLetter(
+            DeadLetterReason.MAX_RETRIES, error, self._failure_writes(delivery, error)
+        )
+
+    def _dead_letter(self, delivery: Delivery, dead: DeadLetter) -> None:
+        self.outbox.add_dead(delivery, dead)
+        self.stats.count_dead_letter(dead.reason)
+        logger.warning(
+            "%s: entry %s dead-lettered (%s after %d deliveries): %s",
+            self.consumer,
+            delivery.entry_id,
+            dead.reason.value,
+            delivery.attempt,
+            dead.error.message,
+        )
+
+    async def _flush(self) -> None:
+        """Write the outbox; on connection loss keep it and retry until written or stopped."""
+        backoff = 0.05
+        while len(self.outbox) or self.outbox.writes:
+            try:
+                settled = await self.outbox.flush(self.redis)
+            except _CONNECTION_ERRORS as exc:
+                if self._stopping.is_set() and backoff > 1.0:
+                    logger.error(
+                        "%s: giving up flushing %d settled entries (%s); they stay "
+                        "pending and will be delivered again",
+                        self.consumer,
+                        len(self.outbox),
+                        exc,
+                    )
+                    return
+                logger.warning(
+                    "%s: flush failed (%s); retrying in %.2fs", self.consumer, exc, backoff
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            held = self.held
+            for entry_id in settled:
+                held.pop(entry_id, None)
+            self.stats.acked += len(settled)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._flush_wanted.wait()
+            self._flush_wanted.clear()
+            await self._flush()
+
+    # -- retries -----------------------------------------------------------------------------
+
+    async def _claim_due_retries(self) -> list[Delivery]:
+        now = time.monotonic()
+        due: list[Delivery] = []
+        while self._retries and self._retries[0][0] <= now:
+            _, entry_id = heapq.heappop(self._retries)
+            delivery = self.held.get(entry_id)
+            if delivery is not None and delivery.retry_at is not None:
+                due.append(delivery)
+        if not due:
+            return []
+        # Claim them again (not JUSTID): Redis counts the new delivery, which survives a crash.
+        fresh = await self.leases.claim(due, justid=False)
+        batch = []
+        for delivery in due:
+            delivery.retry_at = None
+            fields = fresh.get(delivery.entry_id)
+            if fields is None:  # trimmed meanwhile, or taken over by another consumer
+                self.held.pop(delivery.entry_id, None)
+                self.stats.lost += 1
+                continue
+            delivery.attempt += 1
+            delivery.touched = now
+            batch.append(delivery)
+        self.stats.retried += len(batch)
+        return batch
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    async def _drain(self, flusher: asyncio.Task[None] | None) -> None:
+        if self._active:
+            _done, pending = await asyncio.wait(
+                set(self._active), timeout=self.settings.shutdown_grace_s
+            )
+            for task in pending:
+                task.cancel()
+            if pending:
+                logger.warning(
+                    "%s: %d handlers did not finish within shutdown_grace_s=%.1f; "
+                    "their entries stay pending",
+                    self.consumer,
+                    len(pending),
+                    self.settings.shutdown_grace_s,
+                )
+                await asyncio.gather(*pending, return_exceptions=True)
+        if flusher is not None:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+        await self._flush()
+        await self.leases.release_all()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _with_reconnect(self, operation: Callable[[], Awaitable[None]]) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await operation()
+                return
+            except _CONNECTION_ERRORS as exc:
+                if self._stopping.is_set():
+                    raise
+                logger.warning(
+                    "%s: Redis unavailable (%s); retrying in %.1fs", self.consumer, exc, backoff
+                )
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 5.0)

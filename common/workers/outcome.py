@@ -1,0 +1,106 @@
+"""What reading an entry gives (a :class:`Delivery`) and what handling it decides (an outcome).
+
+A processor returns one outcome per delivery; the engine settles it: ``Ack`` (write replies
+and callbacks, then XACK), ``Fail`` (stay pending, retry after a delay or dead-letter when the
+budget is spent) or ``DeadLetter`` (to the dead-letter stream and XACK in one transaction).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from redis.asyncio.client import Pipeline
+
+from common.models.actions import ErrorDetail
+
+__all__ = [
+    "Ack",
+    "DeadLetter",
+    "DeadLetterReason",
+    "Delivery",
+    "Fail",
+    "ListPush",
+    "Outcome",
+    "StreamAdd",
+    "Write",
+]
+
+
+class DeadLetterReason(StrEnum):
+    MALFORMED = "malformed"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    UNKNOWN_ACTION = "unknown_action"
+    REFUSED_TARGET = "refused_target"
+    NON_RETRYABLE = "non_retryable"
+    MAX_RETRIES = "max_retries"
+    EXPIRED = "expired"
+
+
+@dataclass(slots=True, eq=False)
+class Delivery:
+    """One stream entry held by this consumer, from read (or claim) to settlement."""
+
+    entry_id: bytes
+    fields: dict[bytes, bytes]
+    attempt: int = 1
+    touched: float = 0.0  # monotonic time at which Redis last reset the entry's idle time
+    payload: Any = None  # the decoded message, once a processor has decoded it
+    retry_at: float | None = None  # monotonic due time while waiting for a retry
+
+    @property
+    def first_seen_ms(self) -> int:
+        """Milliseconds since the epoch at which the entry was added (from its id)."""
+        return int(self.entry_id.split(b"-", 1)[0])
+
+
+@dataclass(frozen=True, slots=True)
+class ListPush:
+    """RPUSH a reply onto a list and (re)set the list's expiry."""
+
+    key: str
+    value: bytes
+    ttl_s: int
+
+    def apply(self, pipe: Pipeline) -> int:
+        pipe.rpush(self.key, self.value)
+        pipe.expire(self.key, self.ttl_s)
+        return 2
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAdd:
+    """XADD an entry (a callback or a forwarded action) to a stream."""
+
+    key: str
+    fields: dict[str, bytes]
+    maxlen: int | None = None
+
+    def apply(self, pipe: Pipeline) -> int:
+        pipe.xadd(self.key, self.fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+        return 1
+
+
+Write = ListPush | StreamAdd
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    writes: tuple[Write, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    error: ErrorDetail
+    delay: float | None = None  # None: the retry policy decides
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    reason: DeadLetterReason
+    error: ErrorDetail
+    writes: tuple[Write, ...] = field(default=())
+
+
+Outcome = Ack | Fail | DeadLetter

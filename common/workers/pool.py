@@ -1,0 +1,170 @@
+"""``WorkerPool``: N workers of one class as asyncio tasks, with one reclaim loop, in a process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+import redis.asyncio as aioredis
+
+from common.clients.redis_manager import RedisManager
+from common.errors import WorkerStateError
+from common.workers.base_worker import BaseWorker, common_settings_of
+from common.workers.recovery import Reclaimer
+
+__all__ = ["WorkerPool"]
+
+logger = logging.getLogger("common.workers")
+
+W = TypeVar("W", bound=BaseWorker)
+
+
+class WorkerPool(Generic[W]):
+    """Runs ``num_workers`` instances of ``worker_class`` (default: ``num_internal_workers``).
+
+    A worker task that crashes is logged and restarted after a short backoff. Use it as an
+    async context manager, with :meth:`start`/:meth:`stop`, or as a FastAPI lifespan::
+
+        pool = WorkerPool(UserWorker, settings)
+        app = FastAPI(lifespan=pool.lifespan)
+
+    Without a ``redis`` client the pool opens (and closes) its own from ``settings.redis_url``.
+    """
+
+    def __init__(
+        self,
+        worker_class: type[W],
+        app_settings: Any,
+        redis: aioredis.Redis | None = None,
+        *,
+        num_workers: int | None = None,
+        restart_delay_s: float = 1.0,
+        **worker_kwargs: Any,
+    ) -> None:
+        self.worker_class = worker_class
+        self.app_settings = app_settings
+        self.settings = common_settings_of(app_settings)
+        self.num_workers = num_workers or self.settings.num_internal_workers
+        if self.num_workers < 1:
+            raise ValueError("num_workers must be >= 1")
+        self.restart_delay_s = restart_delay_s
+        self.worker_kwargs = worker_kwargs
+        self.workers: list[W] = []
+        self.restarts = 0
+        self._redis = redis
+        self._manager: RedisManager | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reclaimer: Reclaimer | None = None
+        self._stopping = False
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        if self._redis is None:
+            raise WorkerStateError("the pool has not been started")
+        return self._redis
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks) and not self._stopping
+
+    async def start(self) -> None:
+        if self._tasks:
+            raise WorkerStateError("the pool is already running")
+        self._stopping = False
+        if self._redis is None:
+            self._manager = RedisManager(self.settings)
+            self._redis = (await self._manager.initialize()).get_client()
+        host = f"{socket.gethostname()}-{os.getpid()}"
+        self.workers = [
+            self.worker_class(
+                app_settings=self.app_settings,
+                async_redis_conn=self._redis,
+                consumer_id_suffix=f"{host}-{i}",
+                **self.worker_kwargs,
+            )
+            for i in range(self.num_workers)
+        ]
+        for worker in self.workers:
+            worker.standalone_recovery = False
+            await worker.initialize()
+        self._tasks = [
+            asyncio.create_task(self._supervise(w), name=f"worker:{w.consumer_name}")
+            for w in self.workers
+        ]
+        self._reclaimer = Reclaimer(self.workers)
+        self._reclaimer.start()
+        logger.info(
+            "started %d %s workers on %s",
+            len(self.workers),
+            self.worker_class.__name__,
+            self.workers[0].action_stream_name,
+        )
+
+    async def _supervise(self, worker: W) -> None:
+        while True:
+            try:
+                await worker.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if self._stopping:
+                    return
+                self.restarts += 1
+                logger.exception(
+                    "worker %s crashed; restarting in %.1fs",
+                    worker.consumer_name,
+                    self.restart_delay_s,
+                )
+                await asyncio.sleep(self.restart_delay_s)
+
+    async def stop(self) -> None:
+        """Stop every worker, let in-flight work finish within ``shutdown_grace_s``, close."""
+        if not self._tasks:
+            return
+        self._stopping = True
+        if self._reclaimer is not None:
+            await self._reclaimer.stop()
+        for worker in self.workers:
+            await worker.stop()
+        # run() itself bounds in-flight work by the grace period; allow time for the flush.
+        grace = self.settings.shutdown_grace_s + 10
+        _done, pending = await asyncio.wait(self._tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for worker in self.workers:
+            await worker.redis_client.close()
+        if self._manager is not None:
+            await self._manager.close()
+            self._manager = None
+            self._redis = None
+        logger.info("stopped %d %s workers", len(self.workers), self.worker_class.__name__)
+
+    async def __aenter__(self) -> WorkerPool[W]:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+        """A FastAPI lifespan: ``FastAPI(lifespan=pool.lifespan)``."""
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()

@@ -1,0 +1,155 @@
+"""Recovery: take over what dead or stuck consumers left pending, and keep streams tidy.
+
+One :class:`Reclaimer` runs per worker pool (not per worker). Every ``claim_interval_s`` it
+lists the entries idle longer than ``visibility_timeout_s`` (XPENDING with IDLE, which also
+gives each entry's delivery count), claims them (XCLAIM: Redis counts the new delivery) and
+hands them to the pool's workers. Live consumers renew their leases, so only entries of dead
+or frozen consumers, and entries released at shutdown, are ever this old. Entries deleted or
+trimmed while pending are cleared from the pending list and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Sequence
+
+from common.workers.engine import StreamConsumer
+from common.workers.hygiene import tidy_stream
+from common.workers.outcome import Delivery
+
+__all__ = ["Reclaimer"]
+
+logger = logging.getLogger("common.workers")
+
+_PAGE = 100
+
+
+class Reclaimer:
+    """Claims abandoned entries of one stream and group for a set of local consumers."""
+
+    def __init__(self, workers: Sequence[StreamConsumer], *, tidy_every: int = 12) -> None:
+        if not workers:
+            raise ValueError("a Reclaimer needs at least one worker")
+        first = workers[0]
+        self.workers = list(workers)
+        self.redis = first.redis
+        self.stream = first.stream
+        self.group = first.group
+        self.settings = first.settings
+        self.visibility_ms = int(self.settings.visibility_timeout_s * 1000)
+        self.tidy_every = tidy_every
+        self.reclaimed = 0
+        self.deleted_while_pending = 0
+        self._turn = itertools.cycle(range(len(self.workers)))
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._loop(), name=f"reclaim:{self.stream}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        passes = 0
+        while True:
+            try:
+                await self.reclaim_once()
+                passes += 1
+                if passes % self.tidy_every == 1:
+                    await tidy_stream(
+                        self.redis, self.settings, self.stream, {w.consumer for w in self.workers}
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("reclaim pass on %s failed: %s", self.stream, exc)
+            await asyncio.sleep(self.settings.claim_interval_s)
+
+    def _target(self) -> StreamConsumer | None:
+        for _ in range(len(self.workers)):
+            worker = self.workers[next(self._turn)]
+            if worker.is_running and not worker._stopping.is_set():
+                return worker
+        return None
+
+    async def reclaim_once(self) -> int:
+        """One pass over the whole pending list; returns how many entries were claimed."""
+        claimed_total = 0
+        start = "-"
+        while True:
+            page = await self.redis.xpending_range(
+                self.stream, self.group, min=start, max="+", count=_PAGE, idle=self.visibility_ms
+            )
+            if not page:
+                break
+            target = self._target()
+            if target is None:
+                break
+            claimed_total += await self._claim_page(target, page)
+            if len(page) < _PAGE:
+                break
+            last = page[-1]["message_id"]
+            start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
+        return claimed_total
+
+    async def _claim_page(self, target: StreamConsumer, page: list[dict[str, object]]) -> int:
+        pipe = self.redis.pipeline(transaction=False)
+        for item in page:
+            pipe.xclaim(
+                self.stream, self.group, target.consumer, self.visibility_ms, [item["message_id"]]
+            )
+        results = await pipe.execute(raise_on_error=False)
+        now = time.monotonic()
+        missing: list[bytes] = []
+        deliveries: list[Delivery] = []
+        for item, result in zip(page, results, strict=True):
+            entry_id = item["message_id"]
+            assert isinstance(entry_id, bytes)
+            if isinstance(result, Exception) or not result or result[0][1] is None:
+                missing.append(entry_id)
+                continue
+            count = item["times_delivered"]
+            assert isinstance(count, int)
+            delivery = Delivery(entry_id, result[0][1], count + 1, now)
+            target.held[entry_id] = delivery
+            deliveries.append(delivery)
+        if deliveries:
+            target.intake.extend(deliveries)
+            target.stats.reclaimed += len(deliveries)
+            self.reclaimed += len(deliveries)
+            logger.info(
+                "%s: reclaimed %d entries idle over %.1fs",
+                target.consumer,
+                len(deliveries),
+                self.visibility_ms / 1000,
+            )
+        if missing:
+            await self._clear_deleted(target, missing)
+        return len(deliveries)
+
+    async def _clear_deleted(self, target: StreamConsumer, ids: list[bytes]) -> None:
+        """Entries still pending but gone from the stream (trimmed, XDEL): ACK and count."""
+        pipe = self.redis.pipeline(transaction=False)
+        for entry_id in ids:
+            pipe.xrange(self.stream, entry_id, entry_id)
+        exists = await pipe.execute()
+        gone = [entry_id for entry_id, found in zip(ids, exists, strict=True) if not found]
+        if gone:
+            await self.redis.xack(self.stream, self.group, *gone)
+            self.deleted_while_pending += len(gone)
+            target.stats.deleted_while_pending += len(gone)
+            logger.warning(
+                "%s: %d pending entries were deleted from %s before being handled",
+                target.consumer,
+                len(gone),
+                self.stream,
+            )
