@@ -1,0 +1,138 @@
+"""Helpers for test suites (ours and users'): a private ``redis-server`` and unique settings.
+
+``RedisServer`` starts a real ``redis-server`` on an ephemeral loopback port in a temporary
+directory, and can kill (SIGKILL), stop and restart it on the same port, with or without AOF,
+so that fault tests can take the server away from running workers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from common.config import CommonAppSettings
+
+__all__ = ["RedisServer", "free_port", "unique_settings"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def unique_settings(**overrides: Any) -> CommonAppSettings:
+    """Settings with a queue prefix of their own, so tests never see each other's keys."""
+    overrides.setdefault("queue_prefix", "t" + uuid.uuid4().hex[:12])
+    return CommonAppSettings(**overrides)
+
+
+class RedisServer:
+    """A private ``redis-server`` process on 127.0.0.1 (never the shared default port)."""
+
+    def __init__(
+        self,
+        *,
+        appendonly: bool = False,
+        appendfsync: str = "everysec",
+        binary: str | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        found = binary or shutil.which("redis-server")
+        if found is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.binary = found
+        self.appendonly = appendonly
+        self.appendfsync = appendfsync
+        self.extra_args = extra_args
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="redis-test-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        if self.process is not None and self.process.poll() is None:
+            return self
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.dir),
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", self.appendfsync,
+            "--protected-mode", "yes",
+            "--daemonize", "no",
+            "--logfile", str(self.dir / "redis.log"),
+            *self.extra_args,
+        ]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                log = (self.dir / "redis.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"redis-server exited at start:\n{log}")
+            if self._answers():
+                return self
+            time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not answer on port {self.port} in {timeout}s")
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL the server: what it had not persisted is gone."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        """Stop the server cleanly (SIGTERM: AOF is flushed when enabled)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def restart(self, *, kill: bool = True) -> RedisServer:
+        self.kill() if kill else self.stop()
+        return self.start()
+
+    def close(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # a crashed test run must not leave servers behind
+        proc = getattr(self, "process", None)
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
