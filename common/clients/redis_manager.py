@@ -145,8 +145,9 @@ class RedisManager:
         if parts.username or parts.password:
             kwargs["username"] = unquote(parts.username) if parts.username else None
             kwargs["password"] = unquote(parts.password) if parts.password else None
-        sentinel = Sentinel(hosts, **kwargs)
-        return sentinel.master_for(master)
+        sentinel = Sentinel(hosts, **kwargs)  # type: ignore[no-untyped-call]
+        client: aioredis.Redis = sentinel.master_for(master)
+        return client
 
 
 def _redact(url: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 from uuid import UUID
 
 import redis.asyncio as aioredis
@@ -80,7 +81,7 @@ class ReplyListener:
         delay = 0.05
         while True:
             try:
-                items: list[bytes] = []
+                items: Any = []
                 if self._waiters:
                     # Several calls in flight: drain whatever is there in one round trip.
                     items = await self.redis.lpop(self.key, _DRAIN_COUNT) or []

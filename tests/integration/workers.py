@@ -1,0 +1,58 @@
+"""Worker classes shared by the integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from common import BaseWorker, DomainAction, NonRetryableError, RetryLaterError
+
+
+class CalcWorker(BaseWorker):
+    """Handlers for every behaviour the tests need, selected by action type."""
+
+    async def _initialize_components(self) -> None:
+        self.handled: list[str] = []
+        self.attempts: dict[str, int] = {}
+        self.release = asyncio.Event()
+
+    def _count(self, action: DomainAction) -> int:
+        key = str(action.action_id)
+        self.attempts[key] = self.attempts.get(key, 0) + 1
+        return self.attempts[key]
+
+    async def _handle_calc_add(self, action: DomainAction) -> dict[str, Any]:
+        self.handled.append(str(action.action_id))
+        return {"sum": action.data["a"] + action.data["b"]}
+
+    async def _handle_calc_fail(self, action: DomainAction) -> None:
+        self._count(action)
+        raise RuntimeError("always fails")
+
+    async def _handle_calc_flaky(self, action: DomainAction) -> dict[str, Any]:
+        if self._count(action) < action.data.get("succeed_on", 2):
+            raise ConnectionError("transient")
+        self.handled.append(str(action.action_id))
+        return {"attempts": self.attempts[str(action.action_id)]}
+
+    async def _handle_calc_reject(self, action: DomainAction) -> None:
+        self._count(action)
+        raise NonRetryableError("bad input, never retry")
+
+    async def _handle_calc_later(self, action: DomainAction) -> dict[str, Any]:
+        if self._count(action) == 1:
+            raise RetryLaterError(action.data["delay"])
+        return {"attempts": self.attempts[str(action.action_id)]}
+
+    async def _handle_calc_slow(self, action: DomainAction) -> dict[str, Any]:
+        await asyncio.sleep(action.data.get("seconds", 0.5))
+        self.handled.append(str(action.action_id))
+        return {"slept": action.data.get("seconds", 0.5)}
+
+    async def _handle_calc_wait(self, action: DomainAction) -> dict[str, Any]:
+        await self.release.wait()
+        self.handled.append(str(action.action_id))
+        return {}
+
+    async def _handle_calc_bad_return(self, action: DomainAction) -> Any:
+        return "not a dict"

@@ -1,0 +1,105 @@
+"""Envelopes: validation, defaults, UTC, wire codec."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from uuid import UUID, uuid4
+
+import pytest
+from pydantic import ValidationError
+
+from common.errors import MalformedMessageError, PayloadTooLargeError, RemoteActionError
+from common.models import DomainAction, DomainActionResponse, ErrorDetail
+from common.models.codec import decode_action, decode_response, encode_action, encode_response
+
+
+def test_defaults_are_derived() -> None:
+    action = DomainAction(action_type="user.create", data={"name": "ada"})
+    assert isinstance(action.action_id, UUID)
+    assert action.target_service == "user"
+    assert action.correlation_id == str(action.action_id)
+    assert action.trace_id
+    assert action.timestamp.tzinfo is not None and action.timestamp.utcoffset() == timedelta(0)
+    assert action.handler_name == "_handle_user_create"
+
+
+@pytest.mark.parametrize("bad", ["User.create", "user", "user..create", "1user.create", "user create", ""])
+def test_action_type_is_validated(bad: str) -> None:
+    with pytest.raises(ValidationError, match="action_type"):
+        DomainAction(action_type=bad)
+
+
+def test_dashes_become_underscores_in_handler_names() -> None:
+    assert DomainAction(action_type="my-svc.do-it").handler_name == "_handle_my_svc_do_it"
+
+
+def test_timestamps_are_normalised_to_utc() -> None:
+    local = datetime(2030, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    action = DomainAction(action_type="a.b", timestamp=local, deadline=datetime(2030, 1, 1))
+    assert action.timestamp == datetime(2030, 1, 1, 10, 0, tzinfo=UTC)
+    assert action.deadline is not None and action.deadline.tzinfo == UTC
+
+
+def test_deadline_expiry() -> None:
+    past = DomainAction(action_type="a.b", deadline=datetime.now(UTC) - timedelta(seconds=1))
+    future = DomainAction(action_type="a.b", deadline=datetime.now(UTC) + timedelta(minutes=1))
+    assert past.is_expired() and not future.is_expired()
+    assert not DomainAction(action_type="a.b").is_expired()
+
+
+def test_uuid_ids_are_accepted_as_strings() -> None:
+    tenant = uuid4()
+    assert DomainAction(action_type="a.b", tenant_id=tenant).tenant_id == str(tenant)
+
+
+def test_actions_are_immutable() -> None:
+    action = DomainAction(action_type="a.b")
+    with pytest.raises(ValidationError):
+        action.action_type = "c.d"  # type: ignore[misc]
+
+
+def test_seed_style_response_derives_success() -> None:
+    ok = DomainActionResponse(action_type="x.y.response", correlation_id="c", trace_id="t",
+                              status_code=200, data={"r": 1})
+    bad = DomainActionResponse(status_code=503)
+    assert ok.success and not bad.success
+    assert ok.raise_for_error() is ok
+    with pytest.raises(RemoteActionError) as info:
+        DomainActionResponse(success=False, status_code=422,
+                             error=ErrorDetail(error_type="Invalid", message="no")).raise_for_error()
+    assert info.value.error is not None and info.value.error.message == "no"
+    assert info.value.status_code == 422
+
+
+def test_codec_round_trip() -> None:
+    action = DomainAction(action_type="a.b", data={"n": 1, "s": "é"}, metadata={"k": [1, 2]})
+    fields = encode_action(action, 10_000)
+    decoded = decode_action({k.encode(): v for k, v in fields.items()}, 10_000)
+    assert decoded == action
+    response = DomainActionResponse(action_id=action.action_id, data={"x": 1})
+    assert decode_response(encode_response(response)) == response
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({b"action": b"not json"}, "Invalid JSON"),
+        ({b"action": b"{}"}, "action_type"),
+        ({b"action": b'{"action_type": 5}'}, "action_type"),
+        ({b"action": b'{"action_type": "a.b", "data": []}'}, "data"),
+        ({b"action": b"\xff\xfe\x00junk"}, "JSON"),
+        ({b"other": b"x"}, "no 'action' field"),
+    ],
+)
+def test_malformed_entries_raise(fields: dict[bytes, bytes], message: str) -> None:
+    with pytest.raises(MalformedMessageError, match=message):
+        decode_action(fields, 10_000)
+
+
+def test_payload_size_is_bounded_both_ways() -> None:
+    action = DomainAction(action_type="a.b", data={"blob": "x" * 5000})
+    with pytest.raises(PayloadTooLargeError):
+        encode_action(action, 1000)
+    fields = encode_action(action, 100_000)
+    with pytest.raises(PayloadTooLargeError):
+        decode_action({b"action": fields["action"]}, 1000)

@@ -1,0 +1,69 @@
+"""Key naming: one scheme, hash-tagged per service, and strict parsing of keys from messages."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from common.clients.queue_manager import KeyKind, QueueManager
+from common.errors import InvalidKeyError
+
+qm = QueueManager("app", "prod")
+
+
+def test_names() -> None:
+    assert qm.action_stream("users") == "app:prod:{users}:actions"
+    assert qm.dead_letter_stream("users") == "app:prod:{users}:dlq"
+    assert qm.reply_key("api", "abc123") == "app:prod:{api}:reply:abc123"
+    assert qm.consumer_group("users") == "users-group"
+
+
+def test_consumer_names_are_unique_and_follow_the_scheme() -> None:
+    a, b = qm.consumer_name("users", "internal-0"), qm.consumer_name("users", "internal-0")
+    assert a != b
+    assert re.fullmatch(r"users-worker-internal-0-[0-9a-f]{8}", a)
+
+
+def test_all_keys_of_a_service_share_a_hash_tag() -> None:
+    keys = [qm.action_stream("users"), qm.dead_letter_stream("users"), qm.reply_key("users", "c")]
+    assert {k[k.index("{"): k.index("}") + 1] for k in keys} == {"{users}"}
+
+
+def test_parse_round_trips() -> None:
+    assert qm.parse(qm.action_stream("users")).kind is KeyKind.ACTIONS
+    parsed = qm.parse(qm.reply_key("api", "c1").encode())
+    assert (parsed.kind, parsed.service, parsed.client_id) == (KeyKind.REPLY, "api", "c1")
+    assert qm.parse(qm.dead_letter_stream("users")).kind is KeyKind.DEAD_LETTER
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "app:dev:{users}:actions",  # other environment
+        "other:prod:{users}:actions",  # other prefix
+        "app:prod:users:actions",  # no hash tag
+        "app:prod:{users}:actions:extra",
+        "app:prod:{users}:reply:",
+        "session:secret",
+        "app:prod:{Users}:actions",
+        "",
+    ],
+)
+def test_foreign_keys_are_refused(key: str) -> None:
+    with pytest.raises(InvalidKeyError):
+        qm.parse(key)
+    assert not qm.is_valid_target(key)
+
+
+def test_dead_letter_streams_are_not_targets() -> None:
+    assert not qm.is_valid_target(qm.dead_letter_stream("users"))
+    assert qm.is_valid_target(qm.action_stream("users"))
+
+
+def test_invalid_names_are_refused() -> None:
+    for bad in ("", "has space", "UPPER"):
+        with pytest.raises(InvalidKeyError):
+            qm.action_stream(bad)
+    with pytest.raises(InvalidKeyError):
+        QueueManager("bad prefix", "dev")
