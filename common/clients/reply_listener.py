@@ -37,6 +37,11 @@ class ReplyListener:
         self.late_replies = 0
         self._waiters: dict[UUID, asyncio.Future[DomainActionResponse]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        # fakeredis does not survive a cancelled BLPOP: block briefly and stop by a flag.
+        self._embedded = type(redis).__module__.startswith("fakeredis")
+        if self._embedded:
+            self.block_s = min(block_s, 0.25)
 
     @property
     def in_flight(self) -> int:
@@ -56,10 +61,13 @@ class ReplyListener:
 
     async def close(self) -> None:
         task, self._task = self._task, None
+        self._closing = True
         if task is not None:
-            task.cancel()
+            if not self._embedded:
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._closing = False
         for future in self._waiters.values():
             future.cancel()
         self._waiters.clear()
@@ -88,7 +96,7 @@ class ReplyListener:
                 if not items:
                     popped = await self.redis.blpop([self.key], timeout=self.block_s)
                     if popped is None:
-                        if not self._waiters:
+                        if not self._waiters or self._closing:
                             return  # idle: the next call starts a new listener
                         continue
                     items = [popped[1]]

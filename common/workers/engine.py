@@ -39,6 +39,9 @@ logger = logging.getLogger("common.workers")
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
+_EMBEDDED_BLOCK_MS = 250
+
+
 def _is_nogroup(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
 
@@ -80,6 +83,8 @@ class StreamConsumer(ABC):
         self._active: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._flush_wanted = asyncio.Event()
+        self._inline: Delivery | None = None  # the delivery a concurrency-1 loop is running
+        self._grace_expired = False
         # A consumer run on its own recovers abandoned entries itself; a pool turns this off
         # and runs one reclaim loop for all its workers.
         self.standalone_recovery = True
@@ -109,6 +114,7 @@ class StreamConsumer(ABC):
             raise WorkerStateError(f"consumer {self.consumer} is already running")
         self._running = True
         self._stopping.clear()
+        self._grace_expired = False
         self._run_task = asyncio.current_task()
         try:
             if not self._initialized:
@@ -137,8 +143,21 @@ class StreamConsumer(ABC):
         """Stop reading; in-flight work gets ``shutdown_grace_s`` to finish before run returns."""
         self._stopping.set()
         task = self._run_task
-        if task is not None and self._reading and task is not asyncio.current_task():
-            task.cancel(msg="stop")  # interrupt a blocked XREADGROUP; run() swallows it
+        if task is None or task is asyncio.current_task():
+            return
+        if self._reading and not self._embedded:
+            # Interrupt a blocked XREADGROUP; run() swallows it. (Embedded reads block for a
+            # short time only, and fakeredis does not survive a cancelled blocking call.)
+            task.cancel(msg="stop")
+        elif self._inline is not None:
+            # A handler runs inline in the loop: cut it off when the grace period is over.
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.settings.shutdown_grace_s, self._cut_off_inline, task)
+
+    def _cut_off_inline(self, task: asyncio.Task[None]) -> None:
+        if self._inline is not None and self._run_task is task:
+            self._grace_expired = True
+            task.cancel(msg="shutdown grace expired")
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -199,7 +218,7 @@ class StreamConsumer(ABC):
                 self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
             )
             if not reply and self._embedded:
-                await self._wait_embedded(block_ms)
+                await self._wait_embedded(min(block_ms, _EMBEDDED_BLOCK_MS))
         finally:
             self._reading = False
         if not reply:
@@ -228,7 +247,23 @@ class StreamConsumer(ABC):
     async def _dispatch(self, batch: list[Delivery]) -> None:
         if self.settings.worker_concurrency == 1:
             for delivery in batch:
-                self._settle(delivery, await self._run_one(delivery))
+                if self._stopping.is_set():
+                    break  # read but not started: released for another consumer at drain
+                self._inline = delivery
+                try:
+                    outcome = await self._run_one(delivery)
+                except asyncio.CancelledError:
+                    if not self._grace_expired:
+                        raise
+                    if (task := asyncio.current_task()) is not None:
+                        task.uncancel()
+                    logger.warning("%s: handler of entry %s did not finish within "
+                                   "shutdown_grace_s; it stays pending", self.consumer,
+                                   delivery.entry_id)
+                    break
+                finally:
+                    self._inline = None
+                self._settle(delivery, outcome)
             await self._flush()
             return
         for delivery in batch:

@@ -50,7 +50,9 @@ class WorkerPool(Generic[W]):
         self.worker_class = worker_class
         self.app_settings = app_settings
         self.settings = common_settings_of(app_settings)
-        self.num_workers = num_workers or self.settings.num_internal_workers
+        self.num_workers = (
+            self.settings.num_internal_workers if num_workers is None else num_workers
+        )
         if self.num_workers < 1:
             raise ValueError("num_workers must be >= 1")
         self.restart_delay_s = restart_delay_s

@@ -1,0 +1,239 @@
+"""Lifecycle under stress: lost group, lost server, graceful stop, FastAPI, crashes, callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request
+
+from common import BaseRedisClient, BaseWorker, CommonAppSettings, DomainAction, WorkerPool
+from common.clients.redis_manager import RedisManager
+from common.testing import RedisServer, unique_settings
+from tests.helpers import wait_for
+from tests.integration.workers import CalcWorker
+
+
+def _total_handled(pool: WorkerPool[CalcWorker]) -> int:
+    return sum(len(w.handled) for w in pool.workers)
+
+
+async def test_group_deleted_under_a_running_worker_is_recreated(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    client = BaseRedisClient("api", redis, settings)
+    async with WorkerPool(CalcWorker, settings, redis, num_workers=2) as pool:
+        first = await client.send_action_pseudo_sync(
+            DomainAction(action_type="calc.add", data={"a": 1, "b": 1}), timeout=5)
+        stream, group = pool.workers[0].action_stream_name, pool.workers[0].consumer_group_name
+        await redis.xgroup_destroy(stream, group)
+        second = await client.send_action_pseudo_sync(
+            DomainAction(action_type="calc.add", data={"a": 2, "b": 2}), timeout=5)
+        groups = await redis.xinfo_groups(stream)
+    await client.close()
+    assert first.data == {"sum": 2} and second.data == {"sum": 4}
+    assert [g["name"] for g in groups] == [group.encode()]
+
+
+async def test_redis_restart_under_running_workers() -> None:
+    with RedisServer() as server:
+        settings = unique_settings(redis_url=server.url, service_name="calc", worker_block_ms=50,
+                                   retry_initial_delay_s=0.05, retry_max_delay_s=0.2,
+                                   shutdown_grace_s=2)
+        async with RedisManager(settings) as manager:
+            redis = manager.get_client()
+            client = BaseRedisClient("api", redis, settings)
+            async with WorkerPool(CalcWorker, settings, redis, num_workers=2) as pool:
+                before = await client.send_action_pseudo_sync(
+                    DomainAction(action_type="calc.add", data={"a": 1, "b": 2}), timeout=5)
+                await asyncio.to_thread(server.restart)  # SIGKILL, no persistence: all is gone
+                after = await _call_until_answered(client)
+                assert all(w.is_running for w in pool.workers)
+            await client.close()
+    assert before.data == {"sum": 3} and after.data == {"sum": 7}
+
+
+async def _call_until_answered(client: BaseRedisClient) -> Any:
+    for _ in range(100):
+        try:
+            return await client.send_action_pseudo_sync(
+                DomainAction(action_type="calc.add", data={"a": 3, "b": 4}), timeout=1)
+        except Exception:  # noqa: BLE001 - the server is coming back
+            await asyncio.sleep(0.1)
+    raise AssertionError("workers never answered after the restart")
+
+
+async def test_graceful_stop_finishes_in_flight_work(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    s = settings.model_copy(update={"worker_concurrency": 4})
+    client = BaseRedisClient("api", redis, s)
+    pool = WorkerPool(CalcWorker, s, redis, num_workers=1)
+    await pool.start()
+    await client.send_actions_async(
+        [DomainAction(action_type="calc.slow", data={"seconds": 0.4}) for _ in range(4)])
+    worker = pool.workers[0]
+    await wait_for(lambda: len(worker._active) == 4)
+    await pool.stop()
+    assert len(worker.handled) == 4  # all four finished rather than being cut off
+    info = await redis.xpending(worker.action_stream_name, worker.consumer_group_name)
+    assert info["pending"] == 0
+    assert not worker.is_running
+
+
+async def test_stop_past_the_grace_period_leaves_work_pending_for_others(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    s = settings.model_copy(update={"shutdown_grace_s": 0.2})
+    client = BaseRedisClient("api", redis, s)
+    pool = WorkerPool(CalcWorker, s, redis, num_workers=1)
+    await pool.start()
+    await client.send_action_async(DomainAction(action_type="calc.wait"))
+    worker = pool.workers[0]
+    await wait_for(lambda: worker.stats.read == 1)
+    await pool.stop()
+    pending = await redis.xpending_range(
+        worker.action_stream_name, worker.consumer_group_name, "-", "+", 10)
+    assert len(pending) == 1 and worker.handled == []
+    # Released at shutdown: idle at the visibility timeout, so the next reclaim takes it.
+    assert pending[0]["time_since_delivered"] >= s.visibility_timeout_s * 1000
+    async with WorkerPool(CalcWorker, s, redis, num_workers=1) as second:
+        second.workers[0].release.set()
+        await wait_for(lambda: len(second.workers[0].handled) == 1, timeout=5)
+
+
+async def test_stop_interrupts_a_blocked_read_promptly(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    s = settings.model_copy(update={"worker_block_ms": 30_000})
+    async with WorkerPool(CalcWorker, s, redis, num_workers=2) as pool:
+        await wait_for(lambda: all(w._reading for w in pool.workers))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+    assert loop.time() - started < 3
+
+
+async def test_concurrent_handlers_within_one_worker(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    s = settings.model_copy(update={"worker_concurrency": 20})
+    client = BaseRedisClient("api", redis, s)
+    async with WorkerPool(CalcWorker, s, redis, num_workers=1) as pool:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        replies = await asyncio.gather(*[
+            client.send_action_pseudo_sync(
+                DomainAction(action_type="calc.slow", data={"seconds": 0.3}), timeout=10)
+            for _ in range(20)
+        ])
+        elapsed = loop.time() - started
+        assert len(pool.workers[0].handled) == 20
+    await client.close()
+    assert all(r.success for r in replies)
+    assert elapsed < 3  # 20 x 0.3 s one after another would take 6 s
+
+
+async def test_callback_flow_reaches_the_caller_service(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    received: list[DomainAction] = []
+
+    class ApiWorker(BaseWorker):
+        async def _handle_api_sum_ready(self, action: DomainAction) -> None:
+            received.append(action)
+
+    api_settings = settings.model_copy(update={"service_name": "api"})
+    client = BaseRedisClient("api", redis, api_settings)
+    async with WorkerPool(CalcWorker, settings, redis, num_workers=1), \
+            WorkerPool(ApiWorker, api_settings, redis, num_workers=1):
+        request = DomainAction(action_type="calc.add", data={"a": 20, "b": 22}, tenant_id="t1")
+        await client.send_action_async_with_callback(request, "api.sum_ready")
+        await wait_for(lambda: received)
+        failing = DomainAction(action_type="calc.reject")
+        await client.send_action_async_with_callback(failing, "api.sum_ready")
+        await wait_for(lambda: len(received) == 2)
+    callback, failure = received
+    assert callback.data == {"sum": 42}
+    assert callback.correlation_id == request.correlation_id and callback.tenant_id == "t1"
+    assert callback.origin_service == "calc"
+    assert callback.metadata["in_reply_to"] == str(request.action_id)
+    assert failure.metadata["success"] is False and failure.data["error"]["error_type"]
+
+
+async def test_a_crashing_worker_task_is_restarted(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    class CrashOnce(CalcWorker):
+        crashed = False
+
+        async def _process_action_loop(self) -> None:
+            if not CrashOnce.crashed:
+                CrashOnce.crashed = True
+                raise RuntimeError("worker bug")
+            await super()._process_action_loop()
+
+    client = BaseRedisClient("api", redis, settings)
+    async with WorkerPool(CrashOnce, settings, redis, num_workers=1, restart_delay_s=0.05) as pool:
+        reply = await client.send_action_pseudo_sync(
+            DomainAction(action_type="calc.add", data={"a": 1, "b": 1}), timeout=5)
+        assert pool.restarts == 1
+    await client.close()
+    assert reply.success
+
+
+def _make_app(settings: CommonAppSettings) -> FastAPI:
+    pool: WorkerPool[CalcWorker] = WorkerPool(CalcWorker, settings)
+
+    @asynccontextmanager_lifespan
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with pool.lifespan(app):
+            app.state.pool = pool
+            app.state.client = BaseRedisClient("api", pool.redis, settings)
+            yield
+            await app.state.client.close()
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/add")
+    async def add(request: Request, a: int, b: int) -> dict[str, Any]:
+        reply = await request.app.state.client.send_action_pseudo_sync(
+            DomainAction(action_type="calc.add", data={"a": a, "b": b}), timeout=5)
+        return dict(reply.data)
+
+    return app
+
+
+def asynccontextmanager_lifespan(func: Any) -> Any:
+    from contextlib import asynccontextmanager
+
+    return asynccontextmanager(func)
+
+
+async def test_fastapi_lifespan_starts_and_stops_the_pool(settings: CommonAppSettings) -> None:
+    app = _make_app(settings)
+    async with app.router.lifespan_context(app):
+        pool = app.state.pool
+        assert pool.running and len(pool.workers) == settings.num_internal_workers
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            response = await http.get("/add", params={"a": 2, "b": 40})
+    assert response.status_code == 200 and response.json() == {"sum": 42}
+    assert not pool.running and not any(w.is_running for w in pool.workers)
+
+
+async def test_pool_lifespan_directly_as_fastapi_lifespan(settings: CommonAppSettings) -> None:
+    pool = WorkerPool(CalcWorker, settings, num_workers=3)
+    app = FastAPI(lifespan=pool.lifespan)
+    async with app.router.lifespan_context(app):
+        assert pool.running and len(pool.workers) == 3
+    assert not pool.running
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_pool_refuses_bad_sizes(settings: CommonAppSettings, bad: int) -> None:
+    with pytest.raises(ValueError):
+        WorkerPool(CalcWorker, settings, num_workers=bad)
