@@ -25,7 +25,7 @@ from common.models.actions import DomainAction, DomainActionResponse, ErrorDetai
 from common.models.codec import decode_action
 from common.workers.engine import StreamConsumer
 from common.workers.outcome import Ack, DeadLetter, DeadLetterReason, Delivery, Fail, Outcome, Write
-from common.workers.replies import ReplyBuilder, to_response
+from common.workers.replies import ReplyBuilder, check_result, to_response
 from common.workers.retry import RetryPolicy
 
 __all__ = ["BaseWorker", "HandlerResult"]
@@ -33,6 +33,8 @@ __all__ = ["BaseWorker", "HandlerResult"]
 logger = logging.getLogger("common.workers")
 
 HandlerResult = dict[str, Any] | DomainActionResponse | None
+
+_ACK = Ack()
 
 
 def common_settings_of(app_settings: Any) -> CommonAppSettings:
@@ -140,6 +142,9 @@ class BaseWorker(StreamConsumer, ABC):
             )
         try:
             result = await self._handle_action(action)
+            if action.callback_queue_name is None:  # fire-and-forget: nothing to build
+                check_result(action, result)
+                return _ACK
             return Ack(self._replies.writes(action, to_response(action, result)))
         except RetryLaterError as exc:
             return Fail(ErrorDetail.from_exception(exc), delay=exc.delay)

@@ -11,7 +11,16 @@ from common.models.actions import DomainAction, DomainActionResponse, ErrorDetai
 from common.models.codec import encode_action, encode_response
 from common.workers.outcome import ListPush, StreamAdd, Write
 
-__all__ = ["ReplyBuilder", "to_response"]
+__all__ = ["ReplyBuilder", "check_result", "to_response"]
+
+
+def check_result(action: DomainAction, result: Any) -> None:
+    """Raise ``TypeError`` unless a handler returned a dict, a response or None."""
+    if result is not None and not isinstance(result, (dict, DomainActionResponse)):
+        raise TypeError(
+            f"handler for {action.action_type} returned {type(result).__name__}; "
+            "expected dict, DomainActionResponse or None"
+        )
 
 
 def to_response(action: DomainAction, result: Any) -> DomainActionResponse:
@@ -27,11 +36,7 @@ def to_response(action: DomainAction, result: Any) -> DomainActionResponse:
         if result.trace_id is None:
             update["trace_id"] = action.trace_id
         return result.model_copy(update=update) if update else result
-    if result is not None and not isinstance(result, dict):
-        raise TypeError(
-            f"handler for {action.action_type} returned {type(result).__name__}; "
-            "expected dict, DomainActionResponse or None"
-        )
+    check_result(action, result)
     return DomainActionResponse(
         action_id=action.action_id,
         action_type=f"{action.action_type}.response",
