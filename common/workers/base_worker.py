@@ -155,17 +155,16 @@ class BaseWorker(StreamConsumer, ABC):
             reason = DeadLetterReason.UNKNOWN_ACTION if unknown else DeadLetterReason.NON_RETRYABLE
             return DeadLetter(reason, error, self._replies.failure_writes(action, error, status))
         except Exception as exc:
-            logger.warning(
-                "%s: %s (action %s, type %s, trace %s) failed on delivery %d: %r",
-                self.service_name,
-                self.consumer_name,
-                action.action_id,
-                action.action_type,
-                action.trace_id,
-                delivery.attempt,
-                exc,
-            )
             return Fail(ErrorDetail.from_exception(exc))
+
+    def _describe(self, delivery: Delivery) -> str:
+        action = delivery.payload
+        if isinstance(action, DomainAction):
+            return (
+                f"action {action.action_id} (type {action.action_type}, "
+                f"trace {action.trace_id}, entry {delivery.entry_id.decode()})"
+            )
+        return super()._describe(delivery)
 
     def _failure_writes(self, delivery: Delivery, error: ErrorDetail) -> tuple[Write, ...]:
         action = delivery.payload if isinstance(delivery.payload, DomainAction) else None

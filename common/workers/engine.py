@@ -27,6 +27,7 @@ from common.config import CommonAppSettings
 from common.errors import WorkerStateError
 from common.models.actions import ErrorDetail
 from common.workers.leases import LeaseKeeper
+from common.workers.logs import ContextLogger
 from common.workers.outbox import Outbox
 from common.workers.outcome import Ack, DeadLetter, DeadLetterReason, Delivery, Fail, Outcome, Write
 from common.workers.retry import RetryPolicy
@@ -66,6 +67,7 @@ class StreamConsumer(ABC):
         self.group = group
         self.consumer = consumer
         self.retry_policy = retry_policy or RetryPolicy.from_settings(settings)
+        self.log = ContextLogger(logger, settings.service_name, consumer)
         self.stats = WorkerStats()
         self.outbox = Outbox(
             stream, group, dead_letter_stream, settings.dead_letter_maxlen, consumer
@@ -99,7 +101,7 @@ class StreamConsumer(ABC):
     async def _ensure_group(self) -> None:
         try:
             await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-            logger.info("created group %s on %s", self.group, self.stream)
+            self.log.info("created group %s on %s", self.group, self.stream)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -176,7 +178,7 @@ class StreamConsumer(ABC):
             except ResponseError as exc:
                 if not _is_nogroup(exc):
                     raise
-                logger.warning(
+                self.log.warning(
                     "group %s on %s is gone (server restarted or flushed?): recreating it",
                     self.group,
                     self.stream,
@@ -184,7 +186,7 @@ class StreamConsumer(ABC):
                 await self._with_reconnect(self._ensure_group)
                 continue
             except _CONNECTION_ERRORS as exc:
-                logger.warning("%s lost Redis (%s); retrying in %.1fs", self.consumer, exc, backoff)
+                self.log.warning("lost Redis (%s); retrying in %.1fs", exc, backoff)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -257,9 +259,10 @@ class StreamConsumer(ABC):
                         raise
                     if (task := asyncio.current_task()) is not None:
                         task.uncancel()
-                    logger.warning("%s: handler of entry %s did not finish within "
-                                   "shutdown_grace_s; it stays pending", self.consumer,
-                                   delivery.entry_id)
+                    self.log.warning(
+                        "handler of %s did not finish within shutdown_grace_s; it stays pending",
+                        self._describe(delivery),
+                    )
                     break
                 finally:
                     self._inline = None
@@ -292,12 +295,16 @@ class StreamConsumer(ABC):
         try:
             return await self._process_delivery(delivery)
         except Exception as exc:
-            logger.exception("%s: processing entry %s crashed", self.consumer, delivery.entry_id)
+            self.log.exception("processing %s crashed", self._describe(delivery))
             return Fail(ErrorDetail.from_exception(exc))
 
     @abstractmethod
     async def _process_delivery(self, delivery: Delivery) -> Outcome:
         """Decide what to do with one delivery (runs the user's handler)."""
+
+    def _describe(self, delivery: Delivery) -> str:
+        """How log lines name a delivery (subclasses add the message's ids)."""
+        return f"entry {delivery.entry_id.decode()}"
 
     def _failure_writes(self, delivery: Delivery, error: ErrorDetail) -> tuple[Write, ...]:
         """Writes that tell the sender its action failed for good (error reply, callback)."""
@@ -318,13 +325,13 @@ class StreamConsumer(ABC):
             delivery.retry_at = time.monotonic() + delay
             heapq.heappush(self._retries, (delivery.retry_at, delivery.entry_id))
             self.stats.failed += 1
-            logger.warning(
-                "%s: entry %s failed (attempt %d/%d, retry in %.2fs): %s",
-                self.consumer,
-                delivery.entry_id,
+            self.log.warning(
+                "%s failed (attempt %d/%d, retry in %.2fs): %s: %s",
+                self._describe(delivery),
                 delivery.attempt,
                 self.retry_policy.max_retries,
                 delay,
+                outcome.error.error_type,
                 outcome.error.message,
             )
         else:
@@ -339,10 +346,9 @@ class StreamConsumer(ABC):
     def _dead_letter(self, delivery: Delivery, dead: DeadLetter) -> None:
         self.outbox.add_dead(delivery, dead)
         self.stats.count_dead_letter(dead.reason)
-        logger.warning(
-            "%s: entry %s dead-lettered (%s after %d deliveries): %s",
-            self.consumer,
-            delivery.entry_id,
+        self.log.warning(
+            "%s dead-lettered (%s after %d deliveries): %s",
+            self._describe(delivery),
             dead.reason.value,
             delivery.attempt,
             dead.error.message,
@@ -356,17 +362,14 @@ class StreamConsumer(ABC):
                 settled = await self.outbox.flush(self.redis)
             except _CONNECTION_ERRORS as exc:
                 if self._stopping.is_set() and backoff > 1.0:
-                    logger.error(
-                        "%s: giving up flushing %d settled entries (%s); they stay "
+                    self.log.error(
+                        "giving up flushing %d settled entries (%s); they stay "
                         "pending and will be delivered again",
-                        self.consumer,
                         len(self.outbox),
                         exc,
                     )
                     return
-                logger.warning(
-                    "%s: flush failed (%s); retrying in %.2fs", self.consumer, exc, backoff
-                )
+                self.log.warning("flush failed (%s); retrying in %.2fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
@@ -419,10 +422,9 @@ class StreamConsumer(ABC):
             for task in pending:
                 task.cancel()
             if pending:
-                logger.warning(
-                    "%s: %d handlers did not finish within shutdown_grace_s=%.1f; "
+                self.log.warning(
+                    "%d handlers did not finish within shutdown_grace_s=%.1f; "
                     "their entries stay pending",
-                    self.consumer,
                     len(pending),
                     self.settings.shutdown_grace_s,
                 )
@@ -449,8 +451,6 @@ class StreamConsumer(ABC):
             except _CONNECTION_ERRORS as exc:
                 if self._stopping.is_set():
                     raise
-                logger.warning(
-                    "%s: Redis unavailable (%s); retrying in %.1fs", self.consumer, exc, backoff
-                )
+                self.log.warning("Redis unavailable (%s); retrying in %.1fs", exc, backoff)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
