@@ -100,6 +100,14 @@ class BaseWorker(StreamConsumer, ABC):
         await super().initialize()
         await self._initialize_components()
 
+    async def run(self) -> None:
+        """Consume until :meth:`stop`, then drain (see :class:`StreamConsumer`)."""
+        try:
+            await super().run()
+        finally:
+            if self.standalone_recovery:  # not in a pool: the client is this worker's own
+                await self.redis_client._replies.close()
+
     async def _initialize_components(self) -> None:
         """Override to set up what handlers need (clients, caches); runs in initialize()."""
 

@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
 
+from common.clients.base_redis_client import BaseRedisClient
 from common.clients.redis_manager import RedisManager
 from common.errors import WorkerStateError
 from common.workers.base_worker import BaseWorker, common_settings_of
@@ -64,6 +65,7 @@ class WorkerPool(Generic[W]):
         self._tasks: list[asyncio.Task[None]] = []
         self._reclaimer: Reclaimer | None = None
         self._stopping = False
+        self.client: BaseRedisClient | None = None
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -92,8 +94,11 @@ class WorkerPool(Generic[W]):
             )
             for i in range(self.num_workers)
         ]
+        # One client (so one reply listener) for all the pool's workers' outgoing calls.
+        self.client = BaseRedisClient(self.settings.service_name, self._redis, self.settings)
         for worker in self.workers:
             worker.standalone_recovery = False
+            worker.redis_client = self.client
             await worker.initialize()
         self._tasks = [
             asyncio.create_task(self._supervise(w), name=f"worker:{w.consumer_name}")
@@ -142,8 +147,9 @@ class WorkerPool(Generic[W]):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        for worker in self.workers:
-            await worker.redis_client.close()
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
         if self._manager is not None:
             await self._manager.close()
             self._manager = None
