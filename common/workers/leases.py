@@ -5,16 +5,26 @@ consumer works on an entry, or holds it for a retry, it resets the entry's idle 
 of the timeout (XCLAIM to itself, JUSTID: no delivery is counted). Each claim carries a
 ``min-idle-time`` just under the time since this consumer last reset the entry, so an entry that
 another consumer took over meanwhile (its idle time is shorter) is never stolen back.
+
+That time is measured from when a claim's reply *arrived*, never from when it was sent: a claim
+that waited for a pooled connection reset the idle time late, and measuring from the send made
+the next renewal ask for more idle time than the entry had, so the consumer lost its own lease.
+
+An entry that is gone from the stream (trimmed, XDEL) while held is told apart from one that
+another consumer took: a waiting retry of it can never run, so it is counted as
+``deleted_while_pending``; a handler already running with its fields decides its outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common.workers.outcome import Delivery
 
@@ -23,15 +33,17 @@ if TYPE_CHECKING:
 
 __all__ = ["LeaseKeeper"]
 
-logger = logging.getLogger("common.workers")
-
-_MARGIN_MS = 5
+_CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
 class LeaseKeeper:
     def __init__(self, consumer: StreamConsumer) -> None:
         self.consumer = consumer
         self.visibility_ms = int(consumer.settings.visibility_timeout_s * 1000)
+        # Slack for clock granularity (Redis counts whole milliseconds); far below the timeout,
+        # so a claim can never reach an entry another consumer took over.
+        self.margin_ms = max(5, min(100, self.visibility_ms // 20))
+        self.gone: set[bytes] = set()  # held entries found deleted while their handler runs
 
     @property
     def period_s(self) -> float:
@@ -41,48 +53,146 @@ class LeaseKeeper:
         self, deliveries: Iterable[Delivery], *, justid: bool
     ) -> dict[bytes, dict[bytes, bytes] | None]:
         """XCLAIM each delivery to this consumer if it still is ours; returns what was claimed
-        (fields, or None with ``justid``). Without ``justid`` Redis counts a new delivery."""
+        (fields, or None with ``justid``). Without ``justid`` Redis counts a new delivery: that
+        is a retry, and a retry of an entry deleted meanwhile is counted as deleted.
+
+        A retry claim never raises on a lost connection: it claims nothing, so the caller drops
+        the entries, which stay pending (unrenewed) and are reclaimed after the visibility
+        timeout, with Redis's delivery count intact."""
         c = self.consumer
         deliveries = list(deliveries)
         if not deliveries:
             return {}
-        now = time.monotonic()
+        try:
+            claimed, missing = await self._claim(deliveries, justid=justid)
+            if missing and not justid:
+                gone = await self._deleted(missing)
+                for d in missing:
+                    if d.entry_id in gone:
+                        self._count_deleted(d)
+        except _CONNECTION_ERRORS as exc:
+            if justid:
+                raise
+            c.log.warning(
+                "could not claim %d due retries (%s); they will be reclaimed after %.1fs",
+                len(deliveries),
+                exc,
+                self.visibility_ms / 1000,
+            )
+            return {}
+        return claimed
+
+    async def _claim(
+        self, deliveries: list[Delivery], *, justid: bool
+    ) -> tuple[dict[bytes, dict[bytes, bytes] | None], list[Delivery]]:
+        c = self.consumer
+        sent = time.monotonic()
         pipe = c.redis.pipeline(transaction=False)
         for d in deliveries:
-            min_idle = max(0, int((now - d.touched) * 1000) - _MARGIN_MS)
+            min_idle = max(0, int((sent - d.touched) * 1000) - self.margin_ms)
             pipe.xclaim(c.stream, c.group, c.consumer, min_idle, [d.entry_id], justid=justid)
         results = await pipe.execute(raise_on_error=False)
+        # The idle times were reset at some moment before this reply: count from here.
+        now = time.monotonic()
         claimed: dict[bytes, dict[bytes, bytes] | None] = {}
+        missing: list[Delivery] = []
         for d, result in zip(deliveries, results, strict=True):
             if isinstance(result, Exception) or not result:
+                missing.append(d)
                 continue
             if justid:
                 claimed[d.entry_id] = None
             else:
                 entry_id, fields = result[0]
-                if fields is not None:
-                    claimed[entry_id] = fields
+                if fields is None:  # Redis < 7 keeps deleted entries pending
+                    missing.append(d)
+                    continue
+                claimed[entry_id] = fields
             d.touched = now
-        return claimed
+        return claimed, missing
+
+    async def _deleted(self, deliveries: list[Delivery]) -> set[bytes]:
+        """The entries of ``deliveries`` that no longer exist in the stream."""
+        c = self.consumer
+        pipe = c.redis.pipeline(transaction=False)
+        for d in deliveries:
+            pipe.xrange(c.stream, d.entry_id, d.entry_id)
+        found = await pipe.execute(raise_on_error=False)
+        gone = {
+            d.entry_id
+            for d, rows in zip(deliveries, found, strict=True)
+            if not isinstance(rows, Exception) and not rows
+        }
+        if gone:
+            # Redis 7 drops a deleted entry from the pending list when it is claimed; older
+            # servers keep it there until it is ACKed.
+            await c.redis.xack(c.stream, c.group, *gone)
+        return gone
+
+    def _count_deleted(self, delivery: Delivery) -> None:
+        c = self.consumer
+        c.stats.deleted_while_pending += 1
+        self.gone.discard(delivery.entry_id)
+        c.log.warning(
+            "entry %s was deleted from %s while pending; it cannot run again",
+            delivery.entry_id.decode(),
+            c.stream,
+        )
 
     async def renew(self) -> None:
         """Reset the idle time of every held entry older than a third of the timeout."""
         c = self.consumer
+        self.gone &= c.held.keys()
         now = time.monotonic()
-        stale = [d for d in c.held.values() if now - d.touched >= self.period_s]
+        stale = [
+            d
+            for d in c.held.values()
+            if now - d.touched >= self.period_s and d.entry_id not in self.gone
+        ]
         if not stale:
             return
-        claimed = await self.claim(stale, justid=True)
+        claimed, missing = await self._claim(stale, justid=True)
         c.stats.lease_renewals += len(claimed)
-        for d in stale:
-            if d.entry_id not in claimed:
-                logger.warning(
-                    "%s: lost entry %s (claimed by another consumer or deleted)",
-                    c.consumer,
-                    d.entry_id,
-                )
+        if not missing:
+            return
+        gone = await self._deleted(missing)
+        for d in missing:
+            if c.held.get(d.entry_id) is not d:
+                continue  # settled (ACKed) while the claim was on its way
+            if d.entry_id not in gone:
+                c.log.warning("lost entry %s to another consumer", d.entry_id.decode())
                 c.stats.lost += 1
                 c.held.pop(d.entry_id, None)
+            elif d.retry_at is not None:
+                self._count_deleted(d)  # its retry can never run
+                c.held.pop(d.entry_id, None)
+            else:
+                # Its handler runs (or is about to) with the fields in hand: the outcome
+                # decides; a retry claim will report it deleted if it fails.
+                self.gone.add(d.entry_id)
+
+    async def confirm(self, deliveries: Iterable[Delivery]) -> list[Delivery]:
+        """The deliveries that are still this consumer's: call it just before starting them.
+
+        A delivery no longer held (a renewal found it taken) is dropped. One whose lease may
+        have lapsed (not renewed for two periods: the process was frozen, or the event loop
+        blocked) is claimed again first, and dropped, counted as lost, if another consumer
+        took it over meanwhile. Otherwise no round trip is made."""
+        c = self.consumer
+        deliveries = [d for d in deliveries if c.held.get(d.entry_id) is d]
+        now = time.monotonic()
+        doubtful = [d for d in deliveries if now - d.touched >= 2 * self.period_s]
+        if not doubtful:
+            return deliveries
+        claimed, missing = await self._claim(doubtful, justid=True)
+        c.stats.lease_renewals += len(claimed)
+        taken = {d.entry_id for d in missing} - await self._deleted(missing)
+        for d in missing:
+            if d.entry_id in taken and c.held.get(d.entry_id) is d:
+                c.log.warning("lost entry %s to another consumer", d.entry_id.decode())
+                c.stats.lost += 1
+                c.held.pop(d.entry_id, None)
+        return [d for d in deliveries if d.entry_id not in taken]
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -100,7 +210,7 @@ class LeaseKeeper:
             try:
                 await self.renew()
             except Exception as exc:
-                logger.warning("%s: lease renewal failed: %s", self.consumer.consumer, exc)
+                self.consumer.log.warning("lease renewal failed: %s", exc)
 
     async def release_all(self) -> int:
         """Hand back every entry still pending for this consumer, so that another consumer's
@@ -117,6 +227,7 @@ class LeaseKeeper:
                 pipe = c.redis.pipeline(transaction=False)
                 for item in pending:
                     entry_id = item["message_id"]
+                    assert isinstance(entry_id, bytes)
                     held = c.held.get(entry_id)
                     idle = self.visibility_ms
                     if held is not None and held.retry_at is not None:
@@ -127,12 +238,11 @@ class LeaseKeeper:
                 await pipe.execute(raise_on_error=False)
                 released = len(pending)
                 c.stats.released += released
-                logger.info(
-                    "%s: released %d pending entries for prompt pickup", c.consumer, released
-                )
+                c.log.info("released %d pending entries for prompt pickup", released)
             else:
                 await c.redis.xgroup_delconsumer(c.stream, c.group, c.consumer)
         except Exception as exc:
-            logger.warning("%s: could not release pending entries: %s", c.consumer, exc)
+            c.log.warning("could not release pending entries: %s", exc)
         c.held.clear()
+        self.gone.clear()
         return released

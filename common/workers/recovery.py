@@ -15,7 +15,8 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from common.workers.engine import StreamConsumer
 from common.workers.hygiene import tidy_stream
@@ -101,7 +102,7 @@ class Reclaimer:
             start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
         return claimed_total
 
-    async def _claim_page(self, target: StreamConsumer, page: list[dict[str, object]]) -> int:
+    async def _claim_page(self, target: StreamConsumer, page: Sequence[Mapping[str, Any]]) -> int:
         pipe = self.redis.pipeline(transaction=False)
         for item in page:
             pipe.xclaim(

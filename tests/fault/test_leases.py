@@ -1,0 +1,243 @@
+"""Leases under faults, in-process on the real server: slow round trips, trimmed entries,
+connection errors. Each test drives one consumer's :class:`LeaseKeeper` step by step."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.connection import BlockingConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from common import BaseRedisClient, BaseWorker, CommonAppSettings, DomainAction, WorkerPool
+from common.testing import RedisServer, unique_settings
+from common.workers.outcome import Delivery
+from tests.fault.harness import report
+from tests.helpers import wait_for
+
+
+class LeaseWorker(BaseWorker):
+    """Handlers for the in-process lease tests."""
+
+    calls: dict[str, int]
+
+    async def _initialize_components(self) -> None:
+        self.calls = {}
+
+    async def _handle_lease_flaky(self, action: DomainAction) -> dict[str, Any]:
+        """Fails on its first run, succeeds afterwards."""
+        aid = str(action.action_id)
+        self.calls[aid] = self.calls.get(aid, 0) + 1
+        if self.calls[aid] == 1:
+            raise RuntimeError("first run fails")
+        return {}
+
+
+def _settings(server: RedisServer, **overrides: Any) -> CommonAppSettings:
+    values: dict[str, Any] = {
+        "redis_url": server.url,
+        "service_name": "lease",
+        "visibility_timeout_s": 1.0,
+        "claim_interval_s": 0.2,
+        "worker_block_ms": 50,
+        "retry_initial_delay_s": 0.2,
+        "retry_max_delay_s": 0.2,
+        "retry_jitter": 0.0,
+        "shutdown_grace_s": 1.0,
+    }
+    values.update(overrides)
+    return unique_settings(**values)
+
+
+@pytest.fixture
+async def one_conn(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    """A client whose pool has a single connection (callers queue for it)."""
+    pool = BlockingConnectionPool.from_url(redis_server.url, max_connections=1, timeout=10)
+    client = aioredis.Redis.from_pool(pool)
+    yield client
+    await client.aclose()
+
+
+async def _read_one(worker: BaseWorker, client: BaseRedisClient) -> Delivery:
+    await worker.initialize()
+    await client.send_action_async(DomainAction(action_type="lease.flaky"))
+    (delivery,) = await worker._read(1, 1000)
+    return delivery
+
+
+async def _pel(redis: aioredis.Redis, worker: BaseWorker) -> list[dict[str, Any]]:
+    return list(await redis.xpending_range(worker.stream, worker.group, "-", "+", 100))
+
+
+async def test_slow_round_trip_does_not_lose_own_lease(
+    redis_server: RedisServer, one_conn: aioredis.Redis
+) -> None:
+    """A lease claim that waits for a pooled connection (every connection busy in a blocked
+    read) resets the idle time when it *executes*, not when it was issued. Measuring from the
+    issue time made the next renewal's min-idle too large: the consumer lost its own entry,
+    stopped renewing it, and another consumer ran it a second time."""
+    settings = _settings(redis_server)
+    worker = LeaseWorker(settings, one_conn, "slow-rtt")
+    client = BaseRedisClient("api", one_conn, settings)
+    delivery = await _read_one(worker, client)
+
+    async def hold_connection() -> None:
+        await one_conn.blpop([f"{settings.queue_prefix}:nothing"], timeout=0.15)
+
+    holder = asyncio.create_task(hold_connection())
+    await asyncio.sleep(0.01)  # the holder has the connection now
+    claimed = await worker.leases.claim([delivery], justid=True)  # waits ~0.14 s to execute
+    await holder
+    assert delivery.entry_id in claimed
+    await asyncio.sleep(0.05)  # time passing, shorter than the wait above
+    claimed = await worker.leases.claim([delivery], justid=True)
+    assert delivery.entry_id in claimed, "the consumer lost the lease on its own entry"
+    (entry,) = await _pel(one_conn, worker)
+    assert entry["consumer"].decode() == worker.consumer_name
+    await client.close()
+
+
+async def test_lease_is_never_stolen_back_from_a_new_owner(
+    redis_server: RedisServer, redis: aioredis.Redis
+) -> None:
+    """Once another consumer has taken an entry over (its idle time is reset), the old
+    holder's renewal fails instead of stealing it back, and the old holder stops holding it."""
+    settings = _settings(redis_server)
+    worker = LeaseWorker(settings, redis, "old")
+    client = BaseRedisClient("api", redis, settings)
+    delivery = await _read_one(worker, client)
+    delivery.touched = time.monotonic() - 5  # the old holder was frozen for 5 s
+    await redis.xclaim(worker.stream, worker.group, "new-owner", 0, [delivery.entry_id])
+    await worker.leases.renew()
+    (entry,) = await _pel(redis, worker)
+    assert entry["consumer"] == b"new-owner"
+    assert delivery.entry_id not in worker.held
+    assert worker.stats.lost == 1 and worker.stats.deleted_while_pending == 0
+    await client.close()
+
+
+async def test_entry_trimmed_while_waiting_for_retry_is_reported_deleted(
+    redis_server: RedisServer, redis: aioredis.Redis
+) -> None:
+    """An entry held for a retry and trimmed meanwhile cannot run again: the renewal reports
+    it as deleted while pending (not as taken over by another consumer) and drops it."""
+    settings = _settings(redis_server)
+    worker = LeaseWorker(settings, redis, "trim-retry")
+    client = BaseRedisClient("api", redis, settings)
+    delivery = await _read_one(worker, client)
+    delivery.retry_at = time.monotonic() + 60
+    delivery.touched = time.monotonic() - worker.leases.period_s
+    await redis.xtrim(worker.stream, maxlen=0, approximate=False)
+    await worker.leases.renew()
+    assert worker.stats.deleted_while_pending == 1
+    assert worker.stats.lost == 0
+    assert delivery.entry_id not in worker.held
+    assert await _pel(redis, worker) == []
+    await client.close()
+
+
+async def test_entry_trimmed_while_its_handler_runs_is_left_to_the_handler(
+    redis_server: RedisServer, redis: aioredis.Redis
+) -> None:
+    """The running handler has the entry's fields: its outcome decides. The renewal keeps
+    the delivery (no count yet, no repeated claims); a failed run's retry claim then reports
+    it deleted while pending."""
+    settings = _settings(redis_server)
+    worker = LeaseWorker(settings, redis, "trim-run")
+    client = BaseRedisClient("api", redis, settings)
+    delivery = await _read_one(worker, client)
+    delivery.touched = time.monotonic() - worker.leases.period_s
+    await redis.xtrim(worker.stream, maxlen=0, approximate=False)
+    await worker.leases.renew()
+    assert worker.held.get(delivery.entry_id) is delivery
+    assert worker.stats.deleted_while_pending == 0 and worker.stats.lost == 0
+    delivery.touched = time.monotonic() - worker.leases.period_s
+    await worker.leases.renew()  # known gone: not claimed again, not counted again
+    assert worker.stats.deleted_while_pending == 0 and worker.stats.lost == 0
+    # The handler failed; its retry comes due and claims the entry again.
+    claimed = await worker.leases.claim([delivery], justid=False)
+    assert claimed == {}
+    assert worker.stats.deleted_while_pending == 1
+    await client.close()
+
+
+async def test_retry_claim_failing_on_connection_error_does_not_strand_the_entry(
+    redis_server: RedisServer,
+) -> None:
+    """If the connection drops exactly when a retry comes due, the entry must still run
+    again: before the fix it stayed held (and its lease renewed) forever, never retried and
+    never reclaimable. Now it is released to the reclaimer and runs within the visibility
+    timeout plus a claim interval."""
+    settings = _settings(redis_server, num_internal_workers=1)
+    async with WorkerPool(LeaseWorker, settings) as pool:
+        (worker,) = pool.workers
+        real_pipeline = worker.redis.pipeline
+        injected = []
+
+        def pipeline(*args: Any, **kwargs: Any) -> Any:
+            pipe = real_pipeline(*args, **kwargs)
+            execute = pipe.execute
+
+            async def flaky_execute(*a: Any, **k: Any) -> Any:
+                retry_claim = any(
+                    c[0][0] == "XCLAIM" and b"JUSTID" not in c[0] and "JUSTID" not in c[0]
+                    for c in pipe.command_stack
+                )
+                if retry_claim and not injected:
+                    injected.append(time.monotonic())
+                    await pipe.reset()
+                    raise RedisConnectionError("injected: connection reset by peer")
+                return await execute(*a, **k)
+
+            pipe.execute = flaky_execute  # type: ignore[method-assign]
+            return pipe
+
+        worker.redis.pipeline = pipeline  # type: ignore[method-assign]
+        client = BaseRedisClient("api", pool.redis, settings)
+        action = DomainAction(action_type="lease.flaky")
+        await client.send_action_async(action)
+        aid = str(action.action_id)
+        await wait_for(lambda: bool(injected), timeout=5)
+        bound = settings.visibility_timeout_s + settings.claim_interval_s + 1.0
+        await wait_for(lambda: worker.calls.get(aid) == 2, timeout=bound)
+        report("retry claim after connection error", rerun_after_s=time.monotonic() - injected[0])
+        await wait_for(lambda: _pending_zero(pool.redis, worker), timeout=5)
+        await client.close()
+
+
+async def _pending_zero(redis: aioredis.Redis, worker: BaseWorker) -> bool:
+    return int((await redis.xpending(worker.stream, worker.group))["pending"]) == 0
+
+
+async def test_confirm_drops_what_another_consumer_took_while_this_one_was_frozen(
+    redis_server: RedisServer, redis: aioredis.Redis
+) -> None:
+    """``LeaseKeeper.confirm`` (for the engine to call before starting a delivery): a fresh
+    delivery passes without a round trip; one whose lease lapsed and that another consumer
+    took over is dropped and counted lost; one whose lease lapsed but is still ours passes
+    and is renewed."""
+    settings = _settings(redis_server)
+    worker = LeaseWorker(settings, redis, "frozen")
+    client = BaseRedisClient("api", redis, settings)
+    await worker.initialize()
+    for _ in range(3):
+        await client.send_action_async(DomainAction(action_type="lease.flaky"))
+    fresh, taken, lapsed = await worker._read(3, 1000)
+    assert await worker.leases.confirm([fresh]) == [fresh]
+    assert worker.stats.lease_renewals == 0  # no round trip
+    frozen_since = time.monotonic() - 10
+    taken.touched = lapsed.touched = frozen_since
+    # Redis's side of the freeze: nobody reset the idle time of ``lapsed`` for 10 s.
+    await redis.xclaim(
+        worker.stream, worker.group, worker.consumer, 0, [lapsed.entry_id], idle=10_000, justid=True
+    )
+    await redis.xclaim(worker.stream, worker.group, "other", 0, [taken.entry_id])
+    assert await worker.leases.confirm([fresh, taken, lapsed]) == [fresh, lapsed]
+    assert worker.stats.lost == 1 and taken.entry_id not in worker.held
+    assert lapsed.touched > frozen_since and worker.stats.lease_renewals == 1
+    assert await worker.leases.confirm([taken]) == []  # no longer held: dropped at once
+    await client.close()
