@@ -4,6 +4,11 @@ Trimming is by MINID, never below the oldest entry any group still needs (its ol
 entry, or the first it has not been delivered yet): entries are only dropped once every group
 is done with them. A consumer is removed from its group once it has been idle longer than
 ``consumer_idle_timeout_s`` *and* holds no pending entries (the reclaimer takes those first).
+
+The check and the removal are one script: XGROUP DELCONSUMER destroys the pending entries of
+the consumer it removes, so a consumer that read something between a separate check and the
+removal would lose that entry for good. (The embedded server has no scripting; there the
+check runs just before the removal, which only another task of the same process can race.)
 """
 
 from __future__ import annotations
@@ -18,6 +23,22 @@ from common.config import CommonAppSettings
 __all__ = ["safe_trim_id", "tidy_stream"]
 
 logger = logging.getLogger("common.workers")
+
+# KEYS[1] stream; ARGV: group, consumer, idle ms. Removes the consumer only if it holds no
+# pending entry and has been idle at least that long; returns 1 if it did.
+_REMOVE_IF_DONE = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local fields = {}
+  for i = 1, #consumer, 2 do fields[consumer[i]] = consumer[i + 1] end
+  if fields['name'] == ARGV[2] then
+    if fields['idle'] < tonumber(ARGV[3]) then return 0 end
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+    return 1
+  end
+end
+return 0
+"""
 
 
 def _parse_id(raw: bytes | str) -> tuple[int, int]:
@@ -61,7 +82,7 @@ async def tidy_stream(
                     "trimmed %d consumed entries from %s (below %s)", trimmed, stream, floor
                 )
     removed = 0
-    idle_ms = settings.consumer_idle_timeout_s * 1000
+    idle_ms = int(settings.consumer_idle_timeout_s * 1000)
     for group in await redis.xinfo_groups(stream):
         name = group["name"]
         for consumer in await redis.xinfo_consumers(stream, name):
@@ -69,7 +90,22 @@ async def tidy_stream(
             text = cname.decode() if isinstance(cname, bytes) else cname
             if text in keep_consumers or consumer["pending"] or consumer["idle"] < idle_ms:
                 continue
-            await redis.xgroup_delconsumer(stream, name, cname)
-            removed += 1
-            logger.info("removed consumer %s from %s (idle, nothing pending)", text, stream)
+            if await _remove_if_done(redis, stream, name, cname, idle_ms):
+                removed += 1
+                logger.info("removed consumer %s from %s (idle, nothing pending)", text, stream)
     return trimmed, removed
+
+
+async def _remove_if_done(
+    redis: aioredis.Redis, stream: str, group: str | bytes, consumer: str | bytes, idle_ms: int
+) -> bool:
+    if type(redis).__module__.startswith("fakeredis"):
+        pending = await redis.xpending_range(
+            stream, group, min="-", max="+", count=1, consumername=consumer
+        )
+        if pending:
+            return False
+        await redis.xgroup_delconsumer(stream, group, consumer)
+        return True
+    done = await redis.eval(_REMOVE_IF_DONE, 1, stream, group, consumer, idle_ms)
+    return bool(done)
