@@ -1,0 +1,322 @@
+"""The scenarios: each run of ours and raw alternates (so that drift hits both), on fresh keys,
+and the table shows the median over runs."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from bench import memory, ours, raw
+from bench.report import Row
+from bench.serve import Served
+from bench.workload import (
+    as_plain,
+    encode_entries,
+    make_actions,
+    median,
+    new_prefix,
+    percentile,
+    raw_client,
+    raw_stream,
+)
+
+__all__ = ["SCENARIOS", "SMOKE", "Sizes", "Suite", "server_version"]
+
+Measure = Callable[[], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    runs: int = 3
+    drain: int = 30_000  # pre-loaded entries drained per run
+    e2e: int = 30_000  # actions through producer + pool per run
+    send: int = 10_000  # awaited sends per run
+    batch: int = 50_000  # actions sent with send_actions_async per run
+    chunk: int = 100  # actions per send_actions_async call / pipeline
+    calls: int = 3_000  # sequential pseudo-sync calls per run (after the warm-up)
+    warmup: int = 200
+    in_flight_calls: int = 20_000  # pseudo-sync calls per run with `in_flight` callers
+    in_flight: int = 100
+    ps_workers: int = 1  # workers (ours) / loops (raw) answering pseudo-sync calls
+    memory: int = 1_000_000  # actions for the RSS scenario (one run)
+    memory_workers: int = 4
+
+
+SMOKE = Sizes(
+    runs=1,
+    drain=500,
+    e2e=500,
+    send=200,
+    batch=500,
+    calls=100,
+    warmup=10,
+    in_flight_calls=300,
+    memory=5_000,
+)
+
+
+class Suite:
+    def __init__(self, url: str, sizes: Sizes, uvloop: bool, log: Callable[[str], None]) -> None:
+        self.url = url
+        self.sizes = sizes
+        self.uvloop = uvloop
+        self.log = log
+
+    async def _flush(self) -> None:
+        redis = raw_client(self.url)
+        try:
+            await redis.flushdb()
+        finally:
+            await redis.aclose()
+
+    async def _runs(self, measures: dict[str, Measure], flush: bool = True) -> dict[str, list[Any]]:
+        """Run every measure once per run, in turn; return each one's results."""
+        results: dict[str, list[Any]] = {name: [] for name in measures}
+        for run in range(self.sizes.runs):
+            for name, measure in measures.items():
+                if flush:
+                    await self._flush()
+                results[name].append(await measure())
+                self.log(f"  run {run + 1}/{self.sizes.runs} {name}: {_short(results[name][-1])}")
+        return results
+
+    async def drain(self) -> list[Row]:
+        s = self.sizes
+        self.log(f"drain: {s.drain} pre-loaded actions")
+        entries = encode_entries(make_actions(s.drain))
+        url = self.url
+
+        def ours_drain(workers: int) -> Measure:
+            return lambda: ours.drain(url, new_prefix(), entries, workers)
+
+        def raw_drain(loops: int, per_message_ack: bool = False) -> Measure:
+            return lambda: raw.drain(url, raw_stream(new_prefix()), entries, loops, per_message_ack)
+
+        r = await self._runs(
+            {
+                "ours_1": ours_drain(1),
+                "raw_1": raw_drain(1),
+                "ours_4": ours_drain(4),
+                "raw_4": raw_drain(4),
+                "raw_ack_each": raw_drain(1, per_message_ack=True),
+            }
+        )
+        m = {name: median(values) for name, values in r.items()}
+        return [
+            Row(
+                "drain_1",
+                "drain, 1 worker / raw loop, batch XACK",
+                "msg/s",
+                m["ours_1"],
+                m["raw_1"],
+                target=0.40,
+                detail={"runs": r},
+            ),
+            Row(
+                "drain_4",
+                "drain, 4 workers in 1 process / 4 raw loops",
+                "msg/s",
+                m["ours_4"],
+                m["raw_4"],
+                target=0.40,
+            ),
+            Row(
+                "drain_ref_ack_each",
+                "drain, 1 worker / raw loop, XACK each (ref)",
+                "msg/s",
+                m["ours_1"],
+                m["raw_ack_each"],
+            ),
+        ]
+
+    async def end_to_end(self) -> list[Row]:
+        s = self.sizes
+        self.log(f"end-to-end: {s.e2e} actions, producer ({s.chunk}/call) and 1 worker at once")
+        actions = make_actions(s.e2e)
+        docs = as_plain(actions)
+        url = self.url
+        r = await self._runs(
+            {
+                "ours": lambda: ours.end_to_end(url, new_prefix(), actions, s.chunk),
+                "raw": lambda: raw.end_to_end(url, raw_stream(new_prefix()), docs, s.chunk),
+            }
+        )
+        return [
+            Row(
+                "end_to_end",
+                f"end-to-end, producer ({s.chunk}/call) + 1 worker",
+                "msg/s",
+                median(r["ours"]),
+                median(r["raw"]),
+                detail={"runs": r},
+            ),
+        ]
+
+    async def send(self) -> list[Row]:
+        s = self.sizes
+        self.log(f"send: {s.send} awaited one by one, {s.batch} in calls of {s.chunk}")
+        awaited = make_actions(s.send)
+        batch = make_actions(s.batch)
+        awaited_docs, batch_docs = as_plain(awaited), as_plain(batch)
+        url = self.url
+        r = await self._runs(
+            {
+                "ours_awaited": lambda: ours.send_awaited(url, new_prefix(), awaited),
+                "raw_awaited": lambda: raw.send_awaited(
+                    url, raw_stream(new_prefix()), awaited_docs
+                ),
+                "ours_batch": lambda: ours.send_batched(url, new_prefix(), batch, s.chunk),
+                "raw_batch": lambda: raw.send_pipelined(
+                    url, raw_stream(new_prefix()), batch_docs, s.chunk
+                ),
+            }
+        )
+        return [
+            Row(
+                "send_awaited",
+                "send_action_async awaited / XADD awaited",
+                "msg/s",
+                median(r["ours_awaited"]),
+                median(r["raw_awaited"]),
+                target=0.80,
+                detail={"runs": {k: v for k, v in r.items() if "awaited" in k}},
+            ),
+            Row(
+                "send_batch",
+                f"send_actions_async ({s.chunk}/call) / pipelined XADD",
+                "msg/s",
+                median(r["ours_batch"]),
+                median(r["raw_batch"]),
+                target=0.50,
+                detail={"runs": {k: v for k, v in r.items() if "batch" in k}},
+            ),
+        ]
+
+    async def pseudo_sync(self) -> list[Row]:
+        """Both worker processes run side by side; the calls of ours and raw alternate."""
+        s = self.sizes
+        self.log(
+            f"pseudo-sync: {s.calls} sequential calls, {s.in_flight_calls} with {s.in_flight} "
+            f"in flight; workers in another process ({s.ps_workers} each)"
+        )
+        await self._flush()
+        url, prefix = self.url, new_prefix()
+        stream = raw_stream(prefix)
+        common = {"uvloop": self.uvloop, "workers": s.ps_workers}
+        async with Served("ours", url, prefix, **common), Served("raw", url, prefix, **common):
+            r = await self._runs(
+                {
+                    "ours_seq": lambda: ours.pseudo_sync_sequential(
+                        url, prefix, make_actions(s.warmup + s.calls), s.warmup
+                    ),
+                    "raw_seq": lambda: raw.pseudo_sync_sequential(
+                        url, stream, as_plain(make_actions(s.warmup + s.calls)), s.warmup
+                    ),
+                    "ours_in_flight": lambda: ours.pseudo_sync_in_flight(
+                        url, prefix, make_actions(s.in_flight_calls), s.in_flight
+                    ),
+                    "raw_in_flight": lambda: raw.pseudo_sync_in_flight(
+                        url, stream, as_plain(make_actions(s.in_flight_calls)), s.in_flight
+                    ),
+                },
+                flush=False,
+            )
+        ms = {
+            name: {
+                "p50": median([percentile(run, 0.50) * 1000 for run in r[name]]),
+                "p99": median([percentile(run, 0.99) * 1000 for run in r[name]]),
+            }
+            for name in ("ours_seq", "raw_seq")
+        }
+        throughput = {k: v for k, v in r.items() if "in_flight" in k}
+        return [
+            Row(
+                "pseudo_sync_p50",
+                "pseudo-sync sequential p50",
+                "ms",
+                ms["ours_seq"]["p50"],
+                ms["raw_seq"]["p50"],
+                target=1.5,
+                lower_is_better=True,
+                detail={
+                    "p50_runs_ms": {
+                        k: [percentile(x, 0.5) * 1000 for x in r[k]]
+                        for k in ("ours_seq", "raw_seq")
+                    }
+                },
+            ),
+            Row(
+                "pseudo_sync_p99",
+                "pseudo-sync sequential p99",
+                "ms",
+                ms["ours_seq"]["p99"],
+                ms["raw_seq"]["p99"],
+                lower_is_better=True,
+            ),
+            Row(
+                "pseudo_sync_in_flight",
+                f"pseudo-sync, {s.in_flight} in flight",
+                "call/s",
+                median(r["ours_in_flight"]),
+                median(r["raw_in_flight"]),
+                target=0.70,
+                detail={"runs": throughput},
+            ),
+        ]
+
+    async def memory(self) -> list[Row]:
+        s = self.sizes
+        self.log(f"memory: {s.memory} actions through a {s.memory_workers}-worker process")
+        await self._flush()
+        result = await memory.measure(self.url, s.memory, s.memory_workers, self.uvloop)
+        await self._flush()
+        label = f"worker RSS, {s.memory:,} actions ({s.memory_workers} workers)"
+        return [
+            Row(
+                "memory",
+                label,
+                "MiB",
+                result["end_mb"],
+                None,
+                target=1.10,
+                lower_is_better=True,
+                ratio=result["end_over_start"],
+                ratio_of="end/start",
+                detail=result,
+            ),
+        ]
+
+    async def run(self, only: set[str] | None = None) -> list[Row]:
+        scenarios: dict[str, Callable[[], Awaitable[list[Row]]]] = {
+            "drain": self.drain,
+            "end_to_end": self.end_to_end,
+            "send": self.send,
+            "pseudo_sync": self.pseudo_sync,
+            "memory": self.memory,
+        }
+        rows: list[Row] = []
+        for name, scenario in scenarios.items():
+            if only is None or name in only:
+                rows += await scenario()
+        return rows
+
+
+SCENARIOS = ("drain", "end_to_end", "send", "pseudo_sync", "memory")
+
+
+def sizes_dict(sizes: Sizes) -> dict[str, Any]:
+    return asdict(sizes)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list):
+        return f"p50 {percentile(value, 0.5) * 1000:.3f} ms over {len(value)} calls"
+    return f"{value:,.0f}/s"
+
+
+async def server_version(redis: aioredis.Redis) -> str:
+    info = await redis.info("server")
+    return str(info.get("redis_version"))

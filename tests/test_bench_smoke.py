@@ -1,0 +1,58 @@
+"""The benchmark suite runs end to end at smoke size and reports every scenario (no timings)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SCENARIOS = {
+    "drain_1",
+    "drain_4",
+    "drain_ref_ack_each",
+    "end_to_end",
+    "send_awaited",
+    "send_batch",
+    "pseudo_sync_p50",
+    "pseudo_sync_p99",
+    "pseudo_sync_in_flight",
+    "memory",
+}
+
+
+@pytest.mark.timeout(180)
+def test_bench_smoke_reports_every_scenario_as_json() -> None:
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed (scripts/bootstrap --with-redis-server)")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout)
+
+    machine = result["machine"]
+    assert machine["cpus"] >= 1 and machine["python"] and machine["redis_server"]
+    scenarios = result["scenarios"]
+    assert set(scenarios) == SCENARIOS
+    for name, row in scenarios.items():
+        assert row["ours"] > 0, name
+        if name == "memory":
+            detail = row["detail"]
+            assert detail["start_mb"] > 0 and detail["end_mb"] > 0
+            assert detail["count"] >= result["sizes"]["memory"]
+        else:
+            assert row["raw"] > 0, name
+        assert row["ratio"] > 0, name
+        if row["target"] is not None:
+            assert row["target_op"] in ("<=", ">=") and isinstance(row["met"], bool), name
