@@ -53,7 +53,9 @@ class _Consumers:
     async def loop(self, name: str) -> None:
         redis, stream = self.redis, self.stream
         while not self.finished.is_set():
-            reply = await redis.xreadgroup(GROUP, name, {stream: ">"}, count=BATCH, block=BLOCK_MS)
+            reply: Any = await redis.xreadgroup(
+                GROUP, name, {stream: ">"}, count=BATCH, block=BLOCK_MS
+            )
             if not reply:
                 continue
             ids = []
@@ -177,17 +179,19 @@ class Caller:
 
     async def _listen(self) -> None:
         while not self._closed:
-            items = await self.redis.lpop(self.reply_key, _REPLY_DRAIN) if self._waiters else None
+            items: Any = None
+            if self._waiters:
+                items = await self.redis.lpop(self.reply_key, _REPLY_DRAIN)
             if not items:
-                popped = await self.redis.blpop([self.reply_key], timeout=BLOCK_MS / 1000)
+                popped: Any = await self.redis.blpop([self.reply_key], timeout=BLOCK_MS / 1000)
                 if popped is None:
                     continue
                 items = [popped[1]]
             for raw in items:
-                reply = orjson.loads(raw)
-                future = self._waiters.pop(reply["action_id"], None)
+                answer = orjson.loads(raw)
+                future = self._waiters.pop(answer["action_id"], None)
                 if future is not None and not future.done():
-                    future.set_result(reply)
+                    future.set_result(answer)
 
     async def close(self) -> None:
         self._closed = True
@@ -241,11 +245,13 @@ async def reply_worker(
 ) -> None:
     """The raw worker: XREADGROUP a batch, handle, then RPUSH each reply and one XACK."""
     while not stop.is_set():
-        reply = await redis.xreadgroup(GROUP, consumer, {stream: ">"}, count=BATCH, block=BLOCK_MS)
+        reply: Any = await redis.xreadgroup(
+            GROUP, consumer, {stream: ">"}, count=BATCH, block=BLOCK_MS
+        )
         if not reply:
             continue
         pipe = redis.pipeline(transaction=False)
-        ids = []
+        ids: list[bytes] = []
         for entry_id, fields in reply[0][1]:
             doc = orjson.loads(fields[FIELD])
             result = await handle(doc)

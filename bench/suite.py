@@ -205,8 +205,11 @@ class Suite:
         await self._flush()
         url, prefix = self.url, new_prefix()
         stream = raw_stream(prefix)
-        common = {"uvloop": self.uvloop, "workers": s.ps_workers}
-        async with Served("ours", url, prefix, **common), Served("raw", url, prefix, **common):
+        uvloop, workers = self.uvloop, s.ps_workers
+        async with (
+            Served("ours", url, prefix, uvloop=uvloop, workers=workers),
+            Served("raw", url, prefix, uvloop=uvloop, workers=workers),
+        ):
             r = await self._runs(
                 {
                     "ours_seq": lambda: ours.pseudo_sync_sequential(
