@@ -1,0 +1,55 @@
+"""The orders worker: records inventory's answers, which arrive as callback actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from common.models.actions import DomainAction
+from common.workers.base_worker import BaseWorker
+from common.workers.retry import RetryPolicy
+from services.orders.book import OrderBook, OrderStatus
+
+__all__ = ["RESERVATION_CALLBACK", "OrdersWorker"]
+
+RESERVATION_CALLBACK = "orders.reservation_result"
+
+
+class OrdersWorker(BaseWorker):
+    """Handles ``orders.reservation_result``, the callback of ``inventory.reserve``."""
+
+    def __init__(
+        self,
+        app_settings: Any,
+        async_redis_conn: aioredis.Redis,
+        consumer_id_suffix: str | None = None,
+        *,
+        book: OrderBook | None = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(
+            app_settings, async_redis_conn, consumer_id_suffix, retry_policy=retry_policy
+        )
+        self.book = book if book is not None else OrderBook()
+
+    async def _handle_orders_reservation_result(self, action: DomainAction) -> None:
+        # The callback carries the request's correlation id, which is the order id; its
+        # metadata says whether inventory succeeded and with which status code.
+        order_id = action.correlation_id or str(action.action_id)
+        self.book.callbacks_received += 1
+        if action.metadata.get("success"):
+            self.book.resolve(
+                order_id,
+                OrderStatus.RESERVED,
+                reservation_id=action.data.get("reservation_id"),
+                sku=action.data.get("sku"),
+                quantity=action.data.get("quantity"),
+            )
+        else:
+            status = (
+                OrderStatus.REJECTED
+                if action.metadata.get("status_code") == 409
+                else OrderStatus.FAILED
+            )
+            self.book.resolve(order_id, status, error=action.data.get("error") or action.data)
