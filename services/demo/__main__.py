@@ -13,6 +13,7 @@ import logging
 import sys
 
 import orjson
+from redis.exceptions import RedisError
 from rich.console import Console
 from rich.logging import RichHandler
 
@@ -86,15 +87,19 @@ async def amain(args: argparse.Namespace) -> int:
         actions=args.actions, concurrency=args.concurrency, timeout_s=args.timeout
     )
     scenario = Scenario(settings, options)
-    if not (args.quiet or args.json):
-        err.print(
-            f"demo: {options.actions} actions on {settings.redis_url.split('@')[-1]} "
-            f"(prefix {settings.queue_prefix})"
-        )
-        async with follow(scenario, err):
+    where = settings.redis_url.split("@")[-1]
+    try:
+        if not (args.quiet or args.json):
+            err.print(
+                f"demo: {options.actions} actions on {where} (prefix {settings.queue_prefix})"
+            )
+            async with follow(scenario, err):
+                result = await scenario.run()
+        else:
             result = await scenario.run()
-    else:
-        result = await scenario.run()
+    except (RedisError, OSError) as exc:
+        err.print(f"[bold red]cannot use Redis at {where}:[/] {exc}", highlight=False)
+        return 1
     if generated and not args.keep:
         with contextlib.suppress(Exception):
             await _delete_streams(settings)
