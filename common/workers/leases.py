@@ -9,6 +9,9 @@ another consumer took over meanwhile (its idle time is shorter) is never stolen 
 That time is measured from when a claim's reply *arrived*, never from when it was sent: a claim
 that waited for a pooled connection reset the idle time late, and measuring from the send made
 the next renewal ask for more idle time than the entry had, so the consumer lost its own lease.
+The keeper remembers those reply times itself (a caller may stamp a delivery earlier), and runs
+one claim at a time: a renewal and a retry claim of the same entry, sent together, each computed
+a min-idle that the other's reset then made too large.
 
 An entry that is gone from the stream (trimmed, XDEL) while held is told apart from one that
 another consumer took: a waiting retry of it can never run, so it is counted as
@@ -44,6 +47,12 @@ class LeaseKeeper:
         # so a claim can never reach an entry another consumer took over.
         self.margin_ms = max(5, min(100, self.visibility_ms // 20))
         self.gone: set[bytes] = set()  # held entries found deleted while their handler runs
+        self._reset_at: dict[bytes, float] = {}  # when our last claim of an entry replied
+        self._lock = asyncio.Lock()
+
+    def _since_reset(self, d: Delivery, now: float) -> float:
+        """Seconds since this consumer last reset ``d``'s idle time (a lower bound)."""
+        return now - max(d.touched, self._reset_at.get(d.entry_id, 0.0))
 
     @property
     def period_s(self) -> float:
@@ -86,14 +95,15 @@ class LeaseKeeper:
         self, deliveries: list[Delivery], *, justid: bool
     ) -> tuple[dict[bytes, dict[bytes, bytes] | None], list[Delivery]]:
         c = self.consumer
-        sent = time.monotonic()
-        pipe = c.redis.pipeline(transaction=False)
-        for d in deliveries:
-            min_idle = max(0, int((sent - d.touched) * 1000) - self.margin_ms)
-            pipe.xclaim(c.stream, c.group, c.consumer, min_idle, [d.entry_id], justid=justid)
-        results = await pipe.execute(raise_on_error=False)
-        # The idle times were reset at some moment before this reply: count from here.
-        now = time.monotonic()
+        async with self._lock:
+            sent = time.monotonic()
+            pipe = c.redis.pipeline(transaction=False)
+            for d in deliveries:
+                min_idle = max(0, int(self._since_reset(d, sent) * 1000) - self.margin_ms)
+                pipe.xclaim(c.stream, c.group, c.consumer, min_idle, [d.entry_id], justid=justid)
+            results = await pipe.execute(raise_on_error=False)
+            # The idle times were reset at some moment before this reply: count from here.
+            now = time.monotonic()
         claimed: dict[bytes, dict[bytes, bytes] | None] = {}
         missing: list[Delivery] = []
         for d, result in zip(deliveries, results, strict=True):
@@ -109,6 +119,7 @@ class LeaseKeeper:
                     continue
                 claimed[entry_id] = fields
             d.touched = now
+            self._reset_at[d.entry_id] = now
         return claimed, missing
 
     async def _deleted(self, deliveries: list[Delivery]) -> set[bytes]:
@@ -142,12 +153,15 @@ class LeaseKeeper:
     async def renew(self) -> None:
         """Reset the idle time of every held entry older than a third of the timeout."""
         c = self.consumer
-        self.gone &= c.held.keys()
+        held = c.held
+        self.gone &= held.keys()
+        if len(self._reset_at) > len(held):
+            self._reset_at = {k: v for k, v in self._reset_at.items() if k in held}
         now = time.monotonic()
         stale = [
             d
-            for d in c.held.values()
-            if now - d.touched >= self.period_s and d.entry_id not in self.gone
+            for d in held.values()
+            if self._since_reset(d, now) >= self.period_s and d.entry_id not in self.gone
         ]
         if not stale:
             return
@@ -181,7 +195,7 @@ class LeaseKeeper:
         c = self.consumer
         deliveries = [d for d in deliveries if c.held.get(d.entry_id) is d]
         now = time.monotonic()
-        doubtful = [d for d in deliveries if now - d.touched >= 2 * self.period_s]
+        doubtful = [d for d in deliveries if self._since_reset(d, now) >= 2 * self.period_s]
         if not doubtful:
             return deliveries
         claimed, missing = await self._claim(doubtful, justid=True)
@@ -245,4 +259,5 @@ class LeaseKeeper:
             c.log.warning("could not release pending entries: %s", exc)
         c.held.clear()
         self.gone.clear()
+        self._reset_at.clear()
         return released

@@ -241,3 +241,58 @@ async def test_confirm_drops_what_another_consumer_took_while_this_one_was_froze
     assert lapsed.touched > frozen_since and worker.stats.lease_renewals == 1
     assert await worker.leases.confirm([taken]) == []  # no longer held: dropped at once
     await client.close()
+
+
+async def test_renewal_racing_a_retry_claim_keeps_the_lease(
+    redis_server: RedisServer, redis: aioredis.Redis
+) -> None:
+    """The renewal task and the loop's retry claim may hit the same entry at once. Each
+    claim's min-idle was computed before the other reset the idle time, so the second one
+    failed: the entry was dropped as lost, left unrenewed, and only reclaimed a visibility
+    timeout later (found as retry delays of 1 s instead of 0.6 s in worker processes)."""
+    settings = _settings(redis_server)
+    worker = LeaseWorker(settings, redis, "race")
+    client = BaseRedisClient("api", redis, settings)
+    await worker.initialize()
+    for _ in range(20):
+        await client.send_action_async(DomainAction(action_type="lease.flaky"))
+    batch = await worker._read(20, 1000)
+    await redis.xclaim(  # both are due: nobody reset these for a while
+        worker.stream,
+        worker.group,
+        worker.consumer,
+        0,
+        [d.entry_id for d in batch],
+        idle=int(worker.leases.period_s * 1000) + 50,
+        justid=True,
+    )
+    for d in batch:
+        d.touched = time.monotonic() - worker.leases.period_s - 0.05
+        d.retry_at = time.monotonic()
+    _, retried = await asyncio.gather(
+        worker.leases.renew(), worker.leases.claim(batch, justid=False)
+    )
+    assert len(retried) == len(batch), "retry claims lost to the concurrent renewal"
+    assert worker.stats.lost == 0 and len(worker.held) == len(batch)
+    await client.close()
+
+
+async def test_a_caller_resetting_touched_to_before_its_claim_cannot_break_the_lease(
+    redis_server: RedisServer, one_conn: aioredis.Redis
+) -> None:
+    """The engine stamps a retried delivery with the time it *started* the retry claim; if
+    that claim waited for a connection, the stamp is earlier than the reset. The lease keeps
+    the reply time of its own claims, so the next renewal still succeeds."""
+    settings = _settings(redis_server)
+    worker = LeaseWorker(settings, one_conn, "stamp")
+    client = BaseRedisClient("api", one_conn, settings)
+    delivery = await _read_one(worker, client)
+    started = time.monotonic()
+    holder = asyncio.create_task(one_conn.blpop([f"{settings.queue_prefix}:nothing"], timeout=0.15))
+    await asyncio.sleep(0.01)
+    assert await worker.leases.claim([delivery], justid=False)
+    await holder
+    delivery.touched = started  # what the engine's _claim_due_retries does
+    await asyncio.sleep(0.05)
+    assert await worker.leases.claim([delivery], justid=True), "lost its own lease"
+    await client.close()
