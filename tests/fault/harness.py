@@ -64,6 +64,7 @@ class FaultRun:
     prefix: str = field(default_factory=lambda: "f" + uuid.uuid4().hex[:12])
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     procs: list[Proc] = field(default_factory=list)
+    entry_ids: dict[str, str] = field(default_factory=dict)  # action id -> stream entry id
 
     def __post_init__(self) -> None:
         qm = QueueManager(self.prefix, "dev")
@@ -142,8 +143,9 @@ class FaultRun:
         ids: list[str] = []
         for start in range(0, n, 500):
             chunk = actions[start : start + 500]
-            await client.send_actions_async(chunk)
+            entry_ids = await client.send_actions_async(chunk)
             ids += [str(a.action_id) for a in chunk]
+            self.entry_ids.update(zip(ids[start:], entry_ids, strict=True))
         await client.close()
         return ids
 
