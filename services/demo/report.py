@@ -185,7 +185,7 @@ def render(r: DemoResult, console: Console) -> bool:
         workers.add_row(service, *(str(getattr(stats, f)) for f in fields), str(dead))
     console.print(workers)
 
-    latency = Table(title="Latency", title_justify="left")
+    latency = Table(title="Latency (under the demo's concurrent load)", title_justify="left")
     for col in ("call", "count", "p50", "p99", "max"):
         latency.add_column(col, justify="left" if col == "call" else "right")
     for label, values in (

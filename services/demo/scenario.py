@@ -8,6 +8,7 @@ was lost and nothing unexpected happened.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections import Counter
@@ -110,8 +111,10 @@ def _sum_stats(pool: WorkerPool[Any]) -> WorkerStats:
     total = WorkerStats()
     for worker in pool.workers:
         s = worker.stats
-        for name in ("read", "handled", "acked", "failed", "retried", "reclaimed", "lost"):
-            setattr(total, name, getattr(total, name) + getattr(s, name))
+        for f in dataclasses.fields(WorkerStats):
+            value = getattr(s, f.name)
+            if isinstance(value, int):
+                setattr(total, f.name, getattr(total, f.name) + value)
         for reason, n in s.dead_lettered.items():
             total.dead_lettered[reason] = total.dead_lettered.get(reason, 0) + n
     return total
@@ -136,7 +139,6 @@ class Scenario:
         self.orders_pool: WorkerPool[Any] = self.orders_app.state.pool
         self._limit = asyncio.Semaphore(self.options.concurrency)
         self._calls_done = 0
-        self._sent_restocks = 0
 
     # -- progress (polled by the progress view) --------------------------------------------
 
