@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import time
 from pathlib import Path
 
@@ -31,21 +30,24 @@ async def drain(count: int, workers: int) -> None:
         print(f"drain: {rate:,.0f} msg/s")
 
 
-async def pseudo_sync(count: int, workers: int, uvloop: bool) -> None:
+async def pseudo_sync(count: int, workers: int, in_flight: int, uvloop: bool) -> None:
     with RedisServer() as server:
         url, prefix = server.url, new_prefix()
         async with Served("ours", url, prefix, uvloop=uvloop, workers=workers) as child:
             print(f"worker pid {child.pid}")
+            actions = make_actions(count)
             start = time.perf_counter()
-            latencies = await ours.pseudo_sync_sequential(url, prefix, make_actions(count), 0)
-            print(
-                f"pseudo-sync: {count / (time.perf_counter() - start):,.0f} calls/s, "
-                f"mean {sum(latencies) / len(latencies) * 1000:.3f} ms"
-            )
+            if in_flight > 1:
+                await ours.pseudo_sync_in_flight(url, prefix, actions, in_flight)
+            else:
+                await ours.pseudo_sync_sequential(url, prefix, actions, 0)
+            rate = count / (time.perf_counter() - start)
+            print(f"pseudo-sync ({in_flight} in flight): {rate:,.0f} calls/s")
 
 
-def top(path: Path, limit: int, pid: str | None) -> None:
-    """Self and inclusive sample shares per function, from py-spy's ``--format raw`` file."""
+def top(path: Path, limit: int, pid: str | None, within: str | None) -> None:
+    """Self and inclusive sample shares per function, from py-spy's ``--format raw`` file;
+    ``within`` keeps only the stacks through a function of that name (e.g. ``_supervise``)."""
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
@@ -55,7 +57,7 @@ def top(path: Path, limit: int, pid: str | None) -> None:
             continue
         count = int(count_text)
         frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
-        if not frames:
+        if not frames or (within and not any(within in f for f in frames)):
             continue
         total += count
         own[_short(frames[-1])] += count
@@ -84,6 +86,7 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=1, help="pseudo-sync callers")
     parser.add_argument("--limit", type=int, default=25)
     parser.add_argument("--pid", help="for top: only the stacks of this process id")
+    parser.add_argument("--within", help="for top: only the stacks through this function")
     parser.add_argument("--uvloop", action="store_true")
     args = parser.parse_args()
     if args.target == "drain":
@@ -94,7 +97,7 @@ def main() -> None:
     else:
         if args.file is None:
             parser.error("top needs the py-spy raw file")
-        top(args.file, args.limit, args.pid)
+        top(args.file, args.limit, args.pid, args.within)
 
 
 if __name__ == "__main__":
