@@ -106,6 +106,7 @@ class WorkerPool(Generic[W]):
         ]
         self._reclaimer = Reclaimer(self.workers)
         self._reclaimer.start()
+        await asyncio.sleep(0)  # let every worker task begin: running once start() returns
         logger.info(
             "started %d %s workers on %s",
             len(self.workers),

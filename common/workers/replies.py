@@ -99,13 +99,12 @@ class ReplyBuilder:
             tenant_id=action.tenant_id,
             user_id=action.user_id,
             session_id=action.session_id,
-            data=response.data
-            if response.success
-            else {"error": response.error.model_dump() if response.error else None},
+            data=response.data,
             metadata={
                 "in_reply_to": str(action.action_id),
                 "success": response.success,
                 "status_code": response.status_code,
+                "error": response.error.model_dump() if response.error else None,
             },
         )
         return (StreamAdd(target, encode_action(callback, self.settings.max_payload_bytes)),)

@@ -11,7 +11,15 @@ import pytest
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 
-from common import BaseRedisClient, BaseWorker, CommonAppSettings, DomainAction, WorkerPool
+from common import (
+    BaseRedisClient,
+    BaseWorker,
+    CommonAppSettings,
+    DomainAction,
+    DomainActionResponse,
+    ErrorDetail,
+    WorkerPool,
+)
 from common.clients.redis_manager import RedisManager
 from common.testing import RedisServer, unique_settings
 from tests.helpers import wait_for
@@ -161,7 +169,36 @@ async def test_callback_flow_reaches_the_caller_service(
     assert callback.correlation_id == request.correlation_id and callback.tenant_id == "t1"
     assert callback.origin_service == "calc"
     assert callback.metadata["in_reply_to"] == str(request.action_id)
-    assert failure.metadata["success"] is False and failure.data["error"]["error_type"]
+    assert failure.metadata["success"] is False and failure.metadata["error"]["error_type"]
+    assert failure.metadata["status_code"] == 422 and callback.metadata["error"] is None
+
+
+async def test_a_failed_response_keeps_its_data_in_the_callback(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    received: list[DomainAction] = []
+
+    class Stock(BaseWorker):
+        async def _handle_calc_reserve(self, action: DomainAction) -> DomainActionResponse:
+            return DomainActionResponse(
+                success=False, status_code=409, data={"available": 2},
+                error=ErrorDetail(error_type="Insufficient", message="only 2 left"))
+
+    class Api(BaseWorker):
+        async def _handle_api_reserved(self, action: DomainAction) -> None:
+            received.append(action)
+
+    api_settings = settings.model_copy(update={"service_name": "api"})
+    client = BaseRedisClient("api", redis, api_settings)
+    async with WorkerPool(Stock, settings, redis, num_workers=1), \
+            WorkerPool(Api, api_settings, redis, num_workers=1):
+        await client.send_action_async_with_callback(
+            DomainAction(action_type="calc.reserve"), "api.reserved")
+        await wait_for(lambda: received)
+    [callback] = received
+    assert callback.data == {"available": 2}
+    assert callback.metadata["status_code"] == 409 and not callback.metadata["success"]
+    assert callback.metadata["error"]["message"] == "only 2 left"
 
 
 async def test_a_crashing_worker_task_is_restarted(
@@ -230,6 +267,7 @@ async def test_pool_lifespan_directly_as_fastapi_lifespan(settings: CommonAppSet
     app = FastAPI(lifespan=pool.lifespan)
     async with app.router.lifespan_context(app):
         assert pool.running and len(pool.workers) == 3
+        assert all(w.is_running for w in pool.workers)  # running once start() returns
     assert not pool.running
 
 
