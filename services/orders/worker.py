@@ -52,4 +52,4 @@ class OrdersWorker(BaseWorker):
                 if action.metadata.get("status_code") == 409
                 else OrderStatus.FAILED
             )
-            self.book.resolve(order_id, status, error=action.data.get("error") or action.data)
+            self.book.resolve(order_id, status, error=action.metadata.get("error") or action.data)
