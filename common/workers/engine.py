@@ -247,10 +247,13 @@ class StreamConsumer(ABC):
         await self.redis.xread({self.stream: last}, count=1, block=block_ms)
 
     async def _dispatch(self, batch: list[Delivery]) -> None:
+        started = time.monotonic()
         if self.settings.worker_concurrency == 1:
             for delivery in batch:
                 if self._stopping.is_set():
                     break  # read but not started: released for another consumer at drain
+                if not await self._still_ours(delivery, started):
+                    continue
                 self._inline = delivery
                 try:
                     outcome = await self._run_one(delivery)
@@ -271,9 +274,34 @@ class StreamConsumer(ABC):
             return
         for delivery in batch:
             await self._slots.acquire()
+            if self._stopping.is_set():  # read but not started: released at drain
+                self._slots.release()
+                break
+            if not await self._still_ours(delivery, started):
+                self._slots.release()
+                continue
             task = asyncio.create_task(self._run_slot(delivery))
             self._active.add(task)
             task.add_done_callback(self._active.discard)
+
+    async def _still_ours(self, delivery: Delivery, batch_started: float) -> bool:
+        """Whether to start ``delivery``: it is still held and, if time has passed since the
+        batch began (the process may have been frozen past its lease), still ours in Redis."""
+        if self.held.get(delivery.entry_id) is not delivery:
+            return False  # a lease renewal found it taken over
+        if time.monotonic() - batch_started < self.leases.period_s:
+            return True
+        try:
+            return bool(await self.leases.confirm([delivery]))
+        except _CONNECTION_ERRORS as exc:
+            # Unsure: do not run it, and stop renewing it, so that it is reclaimed.
+            self.held.pop(delivery.entry_id, None)
+            self.log.warning(
+                "could not confirm %s (%s); leaving it to be reclaimed",
+                self._describe(delivery),
+                exc,
+            )
+            return False
 
     async def _run_slot(self, delivery: Delivery) -> None:
         try:
