@@ -7,8 +7,9 @@ private key prefix and the number of workers asked for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from bench.workload import NoopWorker, action_stream, preload, settings_for, wait_until
 from common import BaseRedisClient, DomainAction, RedisManager, WorkerPool
@@ -82,23 +83,34 @@ async def send_batched(url: str, prefix: str, actions: Sequence[DomainAction], c
     return len(actions) / elapsed
 
 
-async def pseudo_sync_sequential(
-    url: str, prefix: str, actions: Sequence[DomainAction], warmup: int
-) -> list[float]:
-    """Latencies (s) of ``send_action_pseudo_sync`` awaited one after another."""
+@contextlib.asynccontextmanager
+async def caller(url: str, prefix: str) -> AsyncIterator[BaseRedisClient]:
+    """A client as a calling service holds it (its own pool and reply listener)."""
     settings = settings_for(url, prefix)
-    latencies = []
     async with RedisManager(settings) as manager:
         client = BaseRedisClient(CALLER, manager.get_client(), settings)
         try:
-            for i, action in enumerate(actions):
-                start = time.perf_counter()
-                await client.send_action_pseudo_sync(action, timeout=10)
-                if i >= warmup:
-                    latencies.append(time.perf_counter() - start)
+            yield client
         finally:
             await client.close()
+
+
+async def sequential_calls(client: BaseRedisClient, actions: Sequence[DomainAction]) -> list[float]:
+    """Latencies (s) of ``send_action_pseudo_sync`` awaited one after another."""
+    latencies = []
+    for action in actions:
+        start = time.perf_counter()
+        await client.send_action_pseudo_sync(action, timeout=10)
+        latencies.append(time.perf_counter() - start)
     return latencies
+
+
+async def pseudo_sync_sequential(
+    url: str, prefix: str, actions: Sequence[DomainAction], warmup: int
+) -> list[float]:
+    """Latencies (s) of sequential calls, without the first ``warmup``."""
+    async with caller(url, prefix) as client:
+        return (await sequential_calls(client, actions))[warmup:]
 
 
 async def pseudo_sync_in_flight(

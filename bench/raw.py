@@ -9,8 +9,9 @@ what the toolkit adds: validation, retries, leases, dead letters, reply expiry, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
@@ -200,23 +201,27 @@ class Caller:
         await self.redis.delete(self.reply_key)
 
 
-async def pseudo_sync_sequential(
-    url: str, stream: str, docs: Sequence[dict[str, Any]], warmup: int
-) -> list[float]:
-    """Latencies (s) of calls awaited one after another (the first ``warmup`` not kept)."""
+@contextlib.asynccontextmanager
+async def caller(url: str, stream: str) -> AsyncIterator[Caller]:
     redis = raw_client(url)
-    caller = Caller(redis, stream, stream + ":reply:raw")
-    latencies = []
     try:
-        for i, doc in enumerate(docs):
-            start = time.perf_counter()
-            await caller.call(doc)
-            if i >= warmup:
-                latencies.append(time.perf_counter() - start)
-        return latencies
+        the_caller = Caller(redis, stream, stream + ":reply:raw")
+        try:
+            yield the_caller
+        finally:
+            await the_caller.close()
     finally:
-        await caller.close()
         await redis.aclose()
+
+
+async def sequential_calls(the_caller: Caller, docs: Sequence[dict[str, Any]]) -> list[float]:
+    """Latencies (s) of calls awaited one after another."""
+    latencies = []
+    for doc in docs:
+        start = time.perf_counter()
+        await the_caller.call(doc)
+        latencies.append(time.perf_counter() - start)
+    return latencies
 
 
 async def pseudo_sync_in_flight(
