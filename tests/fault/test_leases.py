@@ -16,6 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from common import BaseRedisClient, BaseWorker, CommonAppSettings, DomainAction, WorkerPool
 from common.testing import RedisServer, unique_settings
 from common.workers.outcome import Delivery
+from common.workers.recovery import Reclaimer
 from tests.fault.harness import report
 from tests.helpers import wait_for
 
@@ -155,6 +156,8 @@ async def test_entry_trimmed_while_its_handler_runs_is_left_to_the_handler(
     await worker.leases.renew()
     assert worker.held.get(delivery.entry_id) is delivery
     assert worker.stats.deleted_while_pending == 0 and worker.stats.lost == 0
+    # Still pending: if this worker died now, a reclaimer would find and count it.
+    assert [p["message_id"] for p in await _pel(redis, worker)] == [delivery.entry_id]
     delivery.touched = time.monotonic() - worker.leases.period_s
     await worker.leases.renew()  # known gone: not claimed again, not counted again
     assert worker.stats.deleted_while_pending == 0 and worker.stats.lost == 0
@@ -295,4 +298,54 @@ async def test_a_caller_resetting_touched_to_before_its_claim_cannot_break_the_l
     delivery.touched = started  # what the engine's _claim_due_retries does
     await asyncio.sleep(0.05)
     assert await worker.leases.claim([delivery], justid=True), "lost its own lease"
+    await client.close()
+
+
+async def test_release_at_shutdown_reports_entries_trimmed_meanwhile(
+    redis_server: RedisServer, redis: aioredis.Redis
+) -> None:
+    """At shutdown a worker hands back what it holds (XCLAIM to itself with IDLE). On Redis 7
+    claiming a deleted entry drops it from the pending list, so entries trimmed meanwhile
+    vanished without a trace; they are now counted as deleted while pending. (Found by the
+    state machine in test_state_machine.py.)"""
+    settings = _settings(redis_server)
+    worker = LeaseWorker(settings, redis, "stopping")
+    client = BaseRedisClient("api", redis, settings)
+    await worker.initialize()
+    for _ in range(5):
+        await client.send_action_async(DomainAction(action_type="lease.flaky"))
+    batch = await worker._read(5, 1000)
+    await redis.xdel(worker.stream, batch[0].entry_id, batch[1].entry_id)
+    released = await worker.leases.release_all()
+    assert released == 3
+    assert worker.stats.deleted_while_pending == 2
+    pending = await _pel(redis, worker)
+    assert [p["message_id"] for p in pending] == [d.entry_id for d in batch[2:]]
+    assert all(p["time_since_delivered"] >= 1000 for p in pending)  # claimable at once
+    await client.close()
+
+
+async def test_entry_trimmed_before_its_handler_ran_is_counted_after_a_crash(
+    redis_server: RedisServer, redis: aioredis.Redis
+) -> None:
+    """Read, trimmed, renewed (found deleted), then the worker dies before running it: the
+    entry must still be pending, so that a reclaimer counts it. Renewing with XCLAIM alone
+    dropped it from the pending list, and the action vanished without a trace. (Found by the
+    state machine in test_state_machine.py.)"""
+    settings = _settings(redis_server)
+    worker = LeaseWorker(settings, redis, "doomed")
+    client = BaseRedisClient("api", redis, settings)
+    delivery = await _read_one(worker, client)
+    delivery.touched = time.monotonic() - worker.leases.period_s
+    await redis.xtrim(worker.stream, maxlen=0, approximate=False)
+    await worker.leases.renew()
+    del worker  # SIGKILL
+    survivor = LeaseWorker(settings, redis, "survivor")
+    reclaimer = Reclaimer([survivor])
+    reclaimer.visibility_ms = 0  # as if the visibility timeout had passed
+    survivor._running = True  # (the reclaimer only hands work to running workers)
+    await reclaimer.reclaim_once()
+    assert reclaimer.deleted_while_pending == 1
+    assert survivor.stats.deleted_while_pending == 1
+    assert await _pel(redis, survivor) == []
     await client.close()

@@ -6,8 +6,6 @@ from __future__ import annotations
 import signal
 import time
 
-import pytest
-
 from tests.fault.harness import FaultRun, report
 from tests.helpers import wait_for
 
@@ -68,11 +66,6 @@ async def test_sigterm_releases_read_but_unstarted_entries(fault: FaultRun) -> N
     assert first_pickup <= CLAIM + 0.75
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine.py: with worker_concurrency > 1, _dispatch keeps starting a batch's "
-    "deliveries after stop() (see tests/fault/README.md, 'drain with concurrency')",
-)
 async def test_sigterm_releases_unstarted_reclaimed_entries_with_concurrency(
     fault: FaultRun,
 ) -> None:
