@@ -156,13 +156,13 @@ async def test_sigkill_random_workers_loses_nothing(fault: FaultRun) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_sigkill_chaos_long(fault: FaultRun) -> None:
-    """The long version: 5 processes x 2 workers (concurrency 4), 20,000 actions, 25 kills."""
+    """The long version: 4 processes x 2 workers (concurrency 4), 10,000 actions, 15 kills."""
     await _chaos(
         fault,
-        processes=5,
+        processes=4,
         workers=2,
-        actions=20_000,
-        kills=25,
+        actions=10_000,
+        kills=15,
         kill_every=1.5,
         seed=int(time.time()),
         concurrency=4,

@@ -21,8 +21,8 @@ async def _all_done(fault: FaultRun, ids: list[str]) -> bool:
 
 
 async def test_sigterm_releases_read_but_unstarted_entries(fault: FaultRun) -> None:
-    """Process A reads a batch of 10 slow actions (1 s each, one at a time) and gets SIGTERM
-    during the first: it finishes that one, releases the other 9 (XCLAIM with IDLE, so they
+    """Process A reads a batch of 10 slow actions (0.5 s each, one at a time) and gets SIGTERM
+    during one of them: it finishes that one, releases the rest (XCLAIM with IDLE, so they
     are claimable at once) and exits; process B claims them within a claim interval of the
     release, even though the visibility timeout (5 s) is far from over."""
     options = {
@@ -33,7 +33,7 @@ async def test_sigterm_releases_read_but_unstarted_entries(fault: FaultRun) -> N
         "concurrency": 1,
         "grace": 5.0,
     }
-    ids = await fault.publish("slow", 10, seconds=1.0)
+    ids = await fault.publish("slow", 10, seconds=0.5)
     (a,) = await fault.start(1, **options)
     await wait_for(lambda: _started_any(fault), timeout=10)
     (b,) = await fault.start(1, **options)
@@ -58,11 +58,11 @@ async def test_sigterm_releases_read_but_unstarted_entries(fault: FaultRun) -> N
         a_exit_after_sigterm_s=exited_at - term_at,
         b_first_start_after_release_s=first_pickup,
     )
-    assert len(by_a) == 1, "A started entries after SIGTERM"
-    assert by_a[0]["end"] >= term_at  # it was finishing the one it had started
+    assert not [r for r in by_a if r["start"] > term_at], "A started entries after SIGTERM"
+    assert by_a[-1]["end"] >= term_at  # it was finishing the one it had started
     assert sorted(r["id"] for r in runs) == sorted(ids), "each action runs exactly once"
-    assert released == 9
-    assert exited_at - term_at <= 1.0 + 1.5
+    assert released == len(ids) - len(by_a) > 0
+    assert exited_at - term_at <= 0.5 + 1.5
     assert first_pickup <= CLAIM + 0.75
 
 
@@ -73,7 +73,7 @@ async def test_sigterm_releases_unstarted_reclaimed_entries_with_concurrency(
     two at a time when it gets SIGTERM: it must finish those two and release the other 8 for
     process B, not go on starting them during its grace period."""
     base = {"workers": 1, "visibility": 1.0, "claim_interval": CLAIM, "batch": 10, "grace": 10}
-    ids = await fault.publish("slow", 10, seconds=1.0)
+    ids = await fault.publish("slow", 10, seconds=0.6)
     (c,) = await fault.start(1, concurrency=1, **base)
     await wait_for(lambda: _started_any(fault), timeout=10)
     await fault.kill(c)
@@ -83,6 +83,7 @@ async def test_sigterm_releases_unstarted_reclaimed_entries_with_concurrency(
     a.signal(signal.SIGTERM)
     term_at = time.time()
     assert await fault.wait_exit(a, timeout=20) == 0
+    exit_s = time.time() - term_at
     await wait_for(lambda: _all_done(fault, ids), timeout=30)
     a_names = set(await fault.consumers_of(a))
     by_a = [r for r in await fault.runs() if r["consumer"] in a_names]
@@ -91,9 +92,10 @@ async def test_sigterm_releases_unstarted_reclaimed_entries_with_concurrency(
         "shutdown drain, concurrency 2",
         a_runs=len(by_a),
         a_started_after_sigterm=len(started_after),
-        a_exit_after_sigterm_s=time.time() - term_at,
+        a_exit_after_sigterm_s=exit_s,
     )
     assert not started_after, "A started entries after SIGTERM"
+    assert exit_s <= 0.6 + 1.5
 
 
 async def _started_at_least(fault: FaultRun, n: int) -> bool:
