@@ -73,8 +73,9 @@ class LeaseKeeper:
         self.gone: set[bytes] = set()  # held entries found deleted while their handler runs
         self._reset_at: dict[bytes, float] = {}  # when our last claim of an entry replied
         self._lock = asyncio.Lock()
-        # The embedded server (fakeredis) has no scripting.
-        self._scripted = not type(consumer.redis).__module__.startswith("fakeredis")
+        # The embedded server (fakeredis) has no scripting. (EVALSHA, loading on NOSCRIPT.)
+        embedded = type(consumer.redis).__module__.startswith("fakeredis")
+        self._renew_script = None if embedded else consumer.redis.register_script(_RENEW)
 
     def _since_reset(self, d: Delivery, now: float) -> float:
         """Seconds since this consumer last reset ``d``'s idle time (a lower bound)."""
@@ -183,7 +184,7 @@ class LeaseKeeper:
     ) -> tuple[set[bytes], set[bytes], set[bytes]]:
         """Reset the idle time of ``deliveries`` that are still ours; returns the ids
         (renewed, taken over by another consumer, deleted from the stream and left pending)."""
-        if not self._scripted:
+        if self._renew_script is None:
             claimed, missing = await self._claim(deliveries, justid=True)
             absent = await self._absent(d.entry_id for d in missing)
             return set(claimed), {d.entry_id for d in missing} - absent, absent
@@ -199,7 +200,7 @@ class LeaseKeeper:
                 for d in chunk:
                     min_idle = max(0, int(self._since_reset(d, sent) * 1000) - self.margin_ms)
                     args += [d.entry_id, min_idle]
-                results = await c.redis.eval(_RENEW, 1, c.stream, *args)
+                results = await self._renew_script(keys=[c.stream], args=args)
                 now = time.monotonic()
             for d, result in zip(chunk, results, strict=True):
                 if result == 1:
