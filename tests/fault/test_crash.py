@@ -115,6 +115,7 @@ async def _chaos(
         stranded_per_kill=stranded,
         duplicates=sum(duplicates.values()),
         duplicated_actions=len(duplicates),
+        duplicate_sample=sorted(duplicates.items())[:5],
         reclaimed_by_live_processes=reclaimed,
         dead_letters=len(dead),
         recovery_max_s=max(times),

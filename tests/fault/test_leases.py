@@ -349,3 +349,28 @@ async def test_entry_trimmed_before_its_handler_ran_is_counted_after_a_crash(
     assert survivor.stats.deleted_while_pending == 1
     assert await _pel(redis, survivor) == []
     await client.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="engine.py _claim_due_retries counts stats.lost for every entry the retry claim "
+    "did not return, also those LeaseKeeper.claim counted as deleted_while_pending",
+)
+async def test_entry_trimmed_before_its_retry_is_counted_once(redis_server: RedisServer) -> None:
+    """A failed action's entry is trimmed before its retry comes due: the retry claim finds
+    it gone. It must be counted as deleted while pending, and not also as lost to another
+    consumer (no other consumer took it)."""
+    settings = _settings(
+        redis_server, num_internal_workers=1, retry_initial_delay_s=0.3, retry_max_delay_s=0.3
+    )
+    async with WorkerPool(LeaseWorker, settings) as pool:
+        (worker,) = pool.workers
+        client = BaseRedisClient("api", pool.redis, settings)
+        await client.send_action_async(DomainAction(action_type="lease.flaky"))
+        await wait_for(lambda: worker.stats.failed == 1, timeout=5)
+        await pool.redis.xtrim(worker.stream, maxlen=0, approximate=False)
+        await wait_for(lambda: worker.stats.deleted_while_pending == 1, timeout=5)
+        await wait_for(lambda: _pending_zero(pool.redis, worker), timeout=5)
+        await client.close()
+    assert worker.stats.lost == 0
