@@ -425,18 +425,20 @@ class StreamConsumer(ABC):
         if not due:
             return []
         # Claim them again (not JUSTID): Redis counts the new delivery, which survives a crash.
+        # The lease keeper counts those trimmed meanwhile; the others were taken over.
+        deleted_before = self.stats.deleted_while_pending
         fresh = await self.leases.claim(due, justid=False)
         batch = []
+        missing = 0
         for delivery in due:
             delivery.retry_at = None
-            fields = fresh.get(delivery.entry_id)
-            if fields is None:  # trimmed meanwhile, or taken over by another consumer
+            if delivery.entry_id not in fresh:
                 self.held.pop(delivery.entry_id, None)
-                self.stats.lost += 1
+                missing += 1
                 continue
             delivery.attempt += 1
-            delivery.touched = now
             batch.append(delivery)
+        self.stats.lost += max(0, missing - (self.stats.deleted_while_pending - deleted_before))
         self.stats.retried += len(batch)
         return batch
 

@@ -351,12 +351,6 @@ async def test_entry_trimmed_before_its_handler_ran_is_counted_after_a_crash(
     await client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="engine.py _claim_due_retries counts stats.lost for every entry the retry claim "
-    "did not return, also those LeaseKeeper.claim counted as deleted_while_pending",
-)
 async def test_entry_trimmed_before_its_retry_is_counted_once(redis_server: RedisServer) -> None:
     """A failed action's entry is trimmed before its retry comes due: the retry claim finds
     it gone. It must be counted as deleted while pending, and not also as lost to another
