@@ -56,7 +56,8 @@ async def test_malformed_entries_are_dead_lettered_and_acked(
         await wait_for(lambda: _n(redis, dlq, len(junk)))
         # The worker is still serving.
         reply = await client.send_action_pseudo_sync(
-            DomainAction(action_type="calc.add", data={"a": 1, "b": 1}), timeout=5)
+            DomainAction(action_type="calc.add", data={"a": 1, "b": 1}), timeout=5
+        )
         assert reply.data == {"sum": 2}
         assert await _pending_count(redis, stream, group) == 0
         assert pool.workers[0].is_running
@@ -65,7 +66,9 @@ async def test_malformed_entries_are_dead_lettered_and_acked(
     reasons = [r[b"reason"].decode() for r in records]
     assert reasons.count("malformed") == 5 and reasons.count("payload_too_large") == 1
     for record in records:
-        assert {b"original", b"error", b"worker", b"retries", b"first_seen", b"failed_at"} <= set(record)
+        assert {b"original", b"error", b"worker", b"retries", b"first_seen", b"failed_at"} <= set(
+            record
+        )
     assert records[3][b"original"] == b"\x00\xff\xfe\x80binary"  # kept byte for byte
 
 
@@ -80,13 +83,16 @@ async def _n(redis: aioredis.Redis, key: str, n: int) -> bool:
 async def test_invalid_action_with_reply_key_gets_an_error_reply(
     settings: CommonAppSettings, redis: aioredis.Redis
 ) -> None:
-    stream, dlq, _ = _keys(settings)
+    stream, _dlq, _ = _keys(settings)
     client = BaseRedisClient("api", redis, settings)
     async with WorkerPool(CalcWorker, settings, redis, num_workers=1):
         action = DomainAction(action_type="calc.add")
         future = client._replies.expect(action.action_id)
-        bad = {**orjson.loads(action.model_dump_json()), "action_type": "NOT VALID",
-               "callback_queue_name": client.reply_key}
+        bad = {
+            **orjson.loads(action.model_dump_json()),
+            "action_type": "NOT VALID",
+            "callback_queue_name": client.reply_key,
+        }
         await redis.xadd(stream, {"action": orjson.dumps(bad)})
         reply = await asyncio.wait_for(future, 5)
     await client.close()
@@ -127,8 +133,7 @@ async def test_reply_target_outside_the_scheme_is_refused(
     victim_is_dlq = target == dlq
     if not victim_is_dlq:
         await redis.set(target, b"precious")
-    action = DomainAction(action_type="calc.add", data={"a": 1, "b": 2},
-                          callback_queue_name=target)
+    action = DomainAction(action_type="calc.add", data={"a": 1, "b": 2}, callback_queue_name=target)
     async with WorkerPool(CalcWorker, settings, redis, num_workers=1) as pool:
         await redis.xadd(stream, {"action": action.model_dump_json()})
         await wait_for(lambda: _n(redis, dlq, 1))
@@ -161,7 +166,8 @@ async def test_failures_are_retried_then_succeed(
     client = BaseRedisClient("api", redis, settings)
     async with WorkerPool(CalcWorker, settings, redis, num_workers=1):
         reply = await client.send_action_pseudo_sync(
-            DomainAction(action_type="calc.flaky", data={"succeed_on": 3}), timeout=10)
+            DomainAction(action_type="calc.flaky", data={"succeed_on": 3}), timeout=10
+        )
     await client.close()
     assert reply.success and reply.data == {"attempts": 3}
 
@@ -207,7 +213,8 @@ async def test_retry_later_waits_the_requested_delay(
     async with WorkerPool(CalcWorker, settings, redis, num_workers=1):
         started = time.monotonic()
         reply = await client.send_action_pseudo_sync(
-            DomainAction(action_type="calc.later", data={"delay": 0.6}), timeout=10)
+            DomainAction(action_type="calc.later", data={"delay": 0.6}), timeout=10
+        )
         elapsed = time.monotonic() - started
     await client.close()
     assert reply.data == {"attempts": 2}
@@ -217,12 +224,13 @@ async def test_retry_later_waits_the_requested_delay(
 async def test_bad_handler_return_type_is_a_failure(
     settings: CommonAppSettings, redis: aioredis.Redis
 ) -> None:
-    _, dlq, _ = _keys(settings)
+    _, _dlq, _ = _keys(settings)
     s = settings.model_copy(update={"max_retries": 2})
     client = BaseRedisClient("api", redis, s)
     async with WorkerPool(CalcWorker, s, redis, num_workers=1):
         reply = await client.send_action_pseudo_sync(
-            DomainAction(action_type="calc.bad_return"), timeout=10)
+            DomainAction(action_type="calc.bad_return"), timeout=10
+        )
     await client.close()
     assert not reply.success and reply.error is not None
     assert "expected dict" in reply.error.message
@@ -236,7 +244,8 @@ async def test_expired_deadline_is_acked_unprocessed_and_reported(
     past = datetime.now(UTC) - timedelta(seconds=1)
     async with WorkerPool(CalcWorker, settings, redis, num_workers=1) as pool:
         reply = await client.send_action_pseudo_sync(
-            DomainAction(action_type="calc.add", data={"a": 1, "b": 1}, deadline=past), 5)
+            DomainAction(action_type="calc.add", data={"a": 1, "b": 1}, deadline=past), 5
+        )
         assert pool.workers[0].handled == []
         assert pool.workers[0].stats.expired == 1
         await wait_for(lambda: _no_pending(redis, stream, group))

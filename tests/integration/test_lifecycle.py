@@ -36,11 +36,13 @@ async def test_group_deleted_under_a_running_worker_is_recreated(
     client = BaseRedisClient("api", redis, settings)
     async with WorkerPool(CalcWorker, settings, redis, num_workers=2) as pool:
         first = await client.send_action_pseudo_sync(
-            DomainAction(action_type="calc.add", data={"a": 1, "b": 1}), timeout=5)
+            DomainAction(action_type="calc.add", data={"a": 1, "b": 1}), timeout=5
+        )
         stream, group = pool.workers[0].action_stream_name, pool.workers[0].consumer_group_name
         await redis.xgroup_destroy(stream, group)
         second = await client.send_action_pseudo_sync(
-            DomainAction(action_type="calc.add", data={"a": 2, "b": 2}), timeout=5)
+            DomainAction(action_type="calc.add", data={"a": 2, "b": 2}), timeout=5
+        )
         groups = await redis.xinfo_groups(stream)
     await client.close()
     assert first.data == {"sum": 2} and second.data == {"sum": 4}
@@ -49,15 +51,21 @@ async def test_group_deleted_under_a_running_worker_is_recreated(
 
 async def test_redis_restart_under_running_workers() -> None:
     with RedisServer() as server:
-        settings = unique_settings(redis_url=server.url, service_name="calc", worker_block_ms=50,
-                                   retry_initial_delay_s=0.05, retry_max_delay_s=0.2,
-                                   shutdown_grace_s=2)
+        settings = unique_settings(
+            redis_url=server.url,
+            service_name="calc",
+            worker_block_ms=50,
+            retry_initial_delay_s=0.05,
+            retry_max_delay_s=0.2,
+            shutdown_grace_s=2,
+        )
         async with RedisManager(settings) as manager:
             redis = manager.get_client()
             client = BaseRedisClient("api", redis, settings)
             async with WorkerPool(CalcWorker, settings, redis, num_workers=2) as pool:
                 before = await client.send_action_pseudo_sync(
-                    DomainAction(action_type="calc.add", data={"a": 1, "b": 2}), timeout=5)
+                    DomainAction(action_type="calc.add", data={"a": 1, "b": 2}), timeout=5
+                )
                 await asyncio.to_thread(server.restart)  # SIGKILL, no persistence: all is gone
                 after = await _call_until_answered(client)
                 assert all(w.is_running for w in pool.workers)
@@ -69,8 +77,9 @@ async def _call_until_answered(client: BaseRedisClient) -> Any:
     for _ in range(100):
         try:
             return await client.send_action_pseudo_sync(
-                DomainAction(action_type="calc.add", data={"a": 3, "b": 4}), timeout=1)
-        except Exception:  # noqa: BLE001 - the server is coming back
+                DomainAction(action_type="calc.add", data={"a": 3, "b": 4}), timeout=1
+            )
+        except Exception:
             await asyncio.sleep(0.1)
     raise AssertionError("workers never answered after the restart")
 
@@ -83,7 +92,8 @@ async def test_graceful_stop_finishes_in_flight_work(
     pool = WorkerPool(CalcWorker, s, redis, num_workers=1)
     await pool.start()
     await client.send_actions_async(
-        [DomainAction(action_type="calc.slow", data={"seconds": 0.4}) for _ in range(4)])
+        [DomainAction(action_type="calc.slow", data={"seconds": 0.4}) for _ in range(4)]
+    )
     worker = pool.workers[0]
     await wait_for(lambda: len(worker._active) == 4)
     await pool.stop()
@@ -105,7 +115,8 @@ async def test_stop_past_the_grace_period_leaves_work_pending_for_others(
     await wait_for(lambda: worker.stats.read == 1)
     await pool.stop()
     pending = await redis.xpending_range(
-        worker.action_stream_name, worker.consumer_group_name, "-", "+", 10)
+        worker.action_stream_name, worker.consumer_group_name, "-", "+", 10
+    )
     assert len(pending) == 1 and worker.handled == []
     # Released at shutdown: idle at the visibility timeout, so the next reclaim takes it.
     assert pending[0]["time_since_delivered"] >= s.visibility_timeout_s * 1000
@@ -133,11 +144,14 @@ async def test_concurrent_handlers_within_one_worker(
     async with WorkerPool(CalcWorker, s, redis, num_workers=1) as pool:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        replies = await asyncio.gather(*[
-            client.send_action_pseudo_sync(
-                DomainAction(action_type="calc.slow", data={"seconds": 0.3}), timeout=10)
-            for _ in range(20)
-        ])
+        replies = await asyncio.gather(
+            *[
+                client.send_action_pseudo_sync(
+                    DomainAction(action_type="calc.slow", data={"seconds": 0.3}), timeout=10
+                )
+                for _ in range(20)
+            ]
+        )
         elapsed = loop.time() - started
         assert len(pool.workers[0].handled) == 20
     await client.close()
@@ -156,8 +170,10 @@ async def test_callback_flow_reaches_the_caller_service(
 
     api_settings = settings.model_copy(update={"service_name": "api"})
     client = BaseRedisClient("api", redis, api_settings)
-    async with WorkerPool(CalcWorker, settings, redis, num_workers=1), \
-            WorkerPool(ApiWorker, api_settings, redis, num_workers=1):
+    async with (
+        WorkerPool(CalcWorker, settings, redis, num_workers=1),
+        WorkerPool(ApiWorker, api_settings, redis, num_workers=1),
+    ):
         request = DomainAction(action_type="calc.add", data={"a": 20, "b": 22}, tenant_id="t1")
         await client.send_action_async_with_callback(request, "api.sum_ready")
         await wait_for(lambda: received)
@@ -181,8 +197,11 @@ async def test_a_failed_response_keeps_its_data_in_the_callback(
     class Stock(BaseWorker):
         async def _handle_calc_reserve(self, action: DomainAction) -> DomainActionResponse:
             return DomainActionResponse(
-                success=False, status_code=409, data={"available": 2},
-                error=ErrorDetail(error_type="Insufficient", message="only 2 left"))
+                success=False,
+                status_code=409,
+                data={"available": 2},
+                error=ErrorDetail(error_type="Insufficient", message="only 2 left"),
+            )
 
     class Api(BaseWorker):
         async def _handle_api_reserved(self, action: DomainAction) -> None:
@@ -190,10 +209,13 @@ async def test_a_failed_response_keeps_its_data_in_the_callback(
 
     api_settings = settings.model_copy(update={"service_name": "api"})
     client = BaseRedisClient("api", redis, api_settings)
-    async with WorkerPool(Stock, settings, redis, num_workers=1), \
-            WorkerPool(Api, api_settings, redis, num_workers=1):
+    async with (
+        WorkerPool(Stock, settings, redis, num_workers=1),
+        WorkerPool(Api, api_settings, redis, num_workers=1),
+    ):
         await client.send_action_async_with_callback(
-            DomainAction(action_type="calc.reserve"), "api.reserved")
+            DomainAction(action_type="calc.reserve"), "api.reserved"
+        )
         await wait_for(lambda: received)
     [callback] = received
     assert callback.data == {"available": 2}
@@ -216,7 +238,8 @@ async def test_a_crashing_worker_task_is_restarted(
     client = BaseRedisClient("api", redis, settings)
     async with WorkerPool(CrashOnce, settings, redis, num_workers=1, restart_delay_s=0.05) as pool:
         reply = await client.send_action_pseudo_sync(
-            DomainAction(action_type="calc.add", data={"a": 1, "b": 1}), timeout=5)
+            DomainAction(action_type="calc.add", data={"a": 1, "b": 1}), timeout=5
+        )
         assert pool.restarts == 1
     await client.close()
     assert reply.success
@@ -238,7 +261,8 @@ def _make_app(settings: CommonAppSettings) -> FastAPI:
     @app.get("/add")
     async def add(request: Request, a: int, b: int) -> dict[str, Any]:
         reply = await request.app.state.client.send_action_pseudo_sync(
-            DomainAction(action_type="calc.add", data={"a": a, "b": b}), timeout=5)
+            DomainAction(action_type="calc.add", data={"a": a, "b": b}), timeout=5
+        )
         return dict(reply.data)
 
     return app

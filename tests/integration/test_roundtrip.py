@@ -60,9 +60,7 @@ async def test_async_actions_are_all_handled_and_acked(
         await wait_for(lambda: sum(len(w.seen) for w in pool.workers) >= 500)
         stream = pool.workers[0].action_stream_name
         group = pool.workers[0].consumer_group_name
-        await wait_for(
-            lambda: _pending(redis, stream, group), timeout=5
-        )
+        await wait_for(lambda: _pending(redis, stream, group), timeout=5)
     seen = sorted(s for w in pool.workers for s in w.seen)
     assert seen == sorted(str(a.action_id) for a in actions)
 

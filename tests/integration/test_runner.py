@@ -17,14 +17,26 @@ from tests.helpers import wait_for
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _start(settings: CommonAppSettings, target: str = "tests.integration.workers:CalcWorker"
-           ) -> subprocess.Popen[str]:
-    env = {**os.environ, "REDIS_URL": settings.redis_url, "QUEUE_PREFIX": settings.queue_prefix,
-           "SERVICE_NAME": "calc", "WORKER_BLOCK_MS": "100", "SHUTDOWN_GRACE_S": "10",
-           "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "common", "run", target, "--workers", "2"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+def _start(
+    settings: CommonAppSettings, target: str = "tests.integration.workers:CalcWorker"
+) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "REDIS_URL": settings.redis_url,
+        "QUEUE_PREFIX": settings.queue_prefix,
+        "SERVICE_NAME": "calc",
+        "WORKER_BLOCK_MS": "100",
+        "SHUTDOWN_GRACE_S": "10",
+        "PYTHONPATH": str(ROOT),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "common", "run", target, "--workers", "2"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -35,12 +47,14 @@ async def test_signal_drains_in_flight_work_and_exits_zero(
     try:
         client = BaseRedisClient("api", redis, settings)
         ready = await client.send_action_pseudo_sync(
-            DomainAction(action_type="calc.add", data={"a": 1, "b": 1}), timeout=20)
+            DomainAction(action_type="calc.add", data={"a": 1, "b": 1}), timeout=20
+        )
         assert ready.data == {"sum": 2}
         slow = DomainAction(action_type="calc.slow", data={"seconds": 1.0})
         future = client._replies.expect(slow.action_id)
-        await client.send_action_async(slow.model_copy(update={
-            "callback_queue_name": client.reply_key}))
+        await client.send_action_async(
+            slow.model_copy(update={"callback_queue_name": client.reply_key})
+        )
         stream = client.queues.action_stream("calc")
         await wait_for(lambda: _pending(redis, stream, 1))  # it is being handled
         proc.send_signal(sig)
@@ -48,7 +62,11 @@ async def test_signal_drains_in_flight_work_and_exits_zero(
         assert reply.data == {"slept": 1.0}
         assert proc.wait(15) == 0
         assert await redis.xpending(stream, "calc-group") == {
-            "pending": 0, "min": None, "max": None, "consumers": []}
+            "pending": 0,
+            "min": None,
+            "max": None,
+            "consumers": [],
+        }
         # Consumers that stopped holding nothing removed themselves from the group.
         assert await redis.xinfo_consumers(stream, "calc-group") == []
         await client.close()

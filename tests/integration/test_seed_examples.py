@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 
 class UserServiceWorker(BaseWorker):
     async def _handle_action(self, action: DomainAction) -> Optional[Dict[str, Any]]:  # noqa: UP006, UP045
-        logger.info(f"[{self.service_name} - {self.consumer_name}] Procesando acción: {action.action_type}")
+        logger.info(
+            f"[{self.service_name} - {self.consumer_name}] Procesando acción: {action.action_type}"
+        )
         if action.action_type == "user.create":
             return {"created": action.data["name"]}
         elif action.action_type == "user.update":
@@ -60,16 +62,19 @@ def test_module_paths_of_the_seed() -> None:
 
 
 async def test_user_service_worker_override(redis_server: RedisServer) -> None:
-    settings = CommonAppSettings(redis_url=redis_server.url, service_name="user",
-                                 queue_prefix="seed1", worker_block_ms=50)
+    settings = CommonAppSettings(
+        redis_url=redis_server.url, service_name="user", queue_prefix="seed1", worker_block_ms=50
+    )
     async with RedisManager(settings=settings) as manager:
         conn = manager.get_client()
-        worker = UserServiceWorker(app_settings=settings, async_redis_conn=conn,
-                                   consumer_id_suffix="internal-0")
+        worker = UserServiceWorker(
+            app_settings=settings, async_redis_conn=conn, consumer_id_suffix="internal-0"
+        )
         task = asyncio.create_task(worker.run())
         client = BaseRedisClient("api", conn, settings)
         created = await client.send_action_pseudo_sync(
-            DomainAction(action_type="user.create", data={"name": "ada"}), timeout=5)
+            DomainAction(action_type="user.create", data={"name": "ada"}), timeout=5
+        )
         unknown = await client.send_action_pseudo_sync(DomainAction(action_type="user.delete"), 5)
         await worker.stop()
         await task
@@ -80,17 +85,20 @@ async def test_user_service_worker_override(redis_server: RedisServer) -> None:
 
 
 async def test_specific_worker_returning_responses(redis_server: RedisServer) -> None:
-    settings = CommonAppSettings(redis_url=redis_server.url, service_name="mi",
-                                 queue_prefix="seed2", worker_block_ms=50)
+    settings = CommonAppSettings(
+        redis_url=redis_server.url, service_name="mi", queue_prefix="seed2", worker_block_ms=50
+    )
     async with RedisManager(settings=settings) as manager:
         conn = manager.get_client()
         worker = MiWorkerEspecifico(app_settings=settings, async_redis_conn=conn)
         task = asyncio.create_task(worker.run())
         client = BaseRedisClient("api", conn, settings)
         first = await client.send_action_pseudo_sync(
-            DomainAction(action_type="mi.accion.especifica"), timeout=5)
+            DomainAction(action_type="mi.accion.especifica"), timeout=5
+        )
         second = await client.send_action_pseudo_sync(
-            DomainAction(action_type="mi.otra_accion"), timeout=5)
+            DomainAction(action_type="mi.otra_accion"), timeout=5
+        )
         await worker.stop()
         await task
         await client.close()
@@ -111,9 +119,13 @@ async def test_startup_shutdown_pattern_with_plain_base_worker(redis_server: Red
 
     class MockServiceSettings:
         service_name = "mock_service"
-        common_settings = CommonAppSettings(redis_url=redis_server.url, environment="dev",
-                                            service_name="mock_service", queue_prefix="seed3",
-                                            worker_block_ms=50)
+        common_settings = CommonAppSettings(
+            redis_url=redis_server.url,
+            environment="dev",
+            service_name="mock_service",
+            queue_prefix="seed3",
+            worker_block_ms=50,
+        )
 
     @app.on_event("startup")
     async def startup_event() -> None:
@@ -123,9 +135,11 @@ async def test_startup_shutdown_pattern_with_plain_base_worker(redis_server: Red
         await redis_manager.initialize()
         redis_connection = redis_manager.get_client()
         for i in range(NUM_INTERNAL_WORKERS):
-            worker_instance = BaseWorker(app_settings=app_settings,
-                                         async_redis_conn=redis_connection,
-                                         consumer_id_suffix=f"internal-{i}")
+            worker_instance = BaseWorker(
+                app_settings=app_settings,
+                async_redis_conn=redis_connection,
+                consumer_id_suffix=f"internal-{i}",
+            )
             active_worker_tasks.append(asyncio.create_task(worker_instance.run()))
             active_worker_instances.append(worker_instance)
 
@@ -140,10 +154,12 @@ async def test_startup_shutdown_pattern_with_plain_base_worker(redis_server: Red
     async with app.router.lifespan_context(app):
         assert redis_manager is not None
         await wait_for(lambda: all(w.is_running for w in active_worker_instances))
-        client = BaseRedisClient("api", redis_manager.get_client(),
-                                 MockServiceSettings.common_settings)
+        client = BaseRedisClient(
+            "api", redis_manager.get_client(), MockServiceSettings.common_settings
+        )
         reply = await client.send_action_pseudo_sync(
-            DomainAction(action_type="mock_service.ping"), timeout=5)
+            DomainAction(action_type="mock_service.ping"), timeout=5
+        )
         await client.close()
     # A plain BaseWorker has no handlers: the caller gets an error reply, not a timeout.
     assert not reply.success and reply.status_code == 404

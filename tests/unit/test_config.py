@@ -9,11 +9,25 @@ from common.config import CommonAppSettings, load_settings
 from common.errors import ConfigurationError
 
 DESIGN_NAMES = [
-    "service_name", "environment", "redis_url", "redis_socket_keepalive",
-    "redis_max_connections", "queue_prefix", "num_internal_workers", "worker_batch_size",
-    "worker_block_ms", "worker_concurrency", "visibility_timeout_s", "claim_interval_s",
-    "max_retries", "retry_backoff", "retry_initial_delay_s", "retry_max_delay_s",
-    "stream_maxlen", "max_payload_bytes", "shutdown_grace_s",
+    "service_name",
+    "environment",
+    "redis_url",
+    "redis_socket_keepalive",
+    "redis_max_connections",
+    "queue_prefix",
+    "num_internal_workers",
+    "worker_batch_size",
+    "worker_block_ms",
+    "worker_concurrency",
+    "visibility_timeout_s",
+    "claim_interval_s",
+    "max_retries",
+    "retry_backoff",
+    "retry_initial_delay_s",
+    "retry_max_delay_s",
+    "stream_maxlen",
+    "max_payload_bytes",
+    "shutdown_grace_s",
 ]
 
 
@@ -34,7 +48,10 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("RETRY_BACKOFF", "linear")
     s = CommonAppSettings()
     assert (s.redis_url, s.num_internal_workers, s.retry_backoff) == (
-        "redis://127.0.0.1:1/0", 7, "linear")
+        "redis://127.0.0.1:1/0",
+        7,
+        "linear",
+    )
 
 
 def test_code_arguments_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:

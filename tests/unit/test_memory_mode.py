@@ -11,8 +11,9 @@ from tests.integration.workers import CalcWorker
 
 
 def _memory_settings(**kw: object) -> CommonAppSettings:
-    return CommonAppSettings(redis_url=f"memory://{uuid.uuid4().hex}", service_name="calc",
-                             worker_block_ms=200, **kw)  # type: ignore[arg-type]
+    return CommonAppSettings(
+        redis_url=f"memory://{uuid.uuid4().hex}", service_name="calc", worker_block_ms=200, **kw
+    )  # type: ignore[arg-type]
 
 
 async def test_everything_in_the_process_shares_one_embedded_server() -> None:
@@ -36,7 +37,8 @@ async def test_idle_pool_uses_almost_no_cpu_and_still_picks_up_work_promptly() -
         cpu_used = time.process_time() - cpu_before
         started = time.monotonic()
         reply = await client.send_action_pseudo_sync(
-            DomainAction(action_type="calc.add", data={"a": 1, "b": 2}), timeout=5)
+            DomainAction(action_type="calc.add", data={"a": 1, "b": 2}), timeout=5
+        )
         latency = time.monotonic() - started
         await client.close()
     assert reply.data == {"sum": 3}
@@ -56,7 +58,8 @@ async def test_round_trip_on_memory_with_retries_and_dead_letters() -> None:
     async with WorkerPool(CalcWorker, settings, num_workers=2) as pool:
         client = BaseRedisClient("api", pool.redis, settings)
         ok = await client.send_action_pseudo_sync(
-            DomainAction(action_type="calc.add", data={"a": 2, "b": 2}), timeout=5)
+            DomainAction(action_type="calc.add", data={"a": 2, "b": 2}), timeout=5
+        )
         failed = await client.send_action_pseudo_sync(DomainAction(action_type="calc.fail"), 5)
         dlq = pool.workers[0].dead_letter_stream_name
         records = await wait_for(lambda: pool.redis.xrange(dlq))

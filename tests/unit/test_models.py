@@ -23,7 +23,9 @@ def test_defaults_are_derived() -> None:
     assert action.handler_name == "_handle_user_create"
 
 
-@pytest.mark.parametrize("bad", ["User.create", "user", "user..create", "1user.create", "user create", ""])
+@pytest.mark.parametrize(
+    "bad", ["User.create", "user", "user..create", "1user.create", "user create", ""]
+)
 def test_action_type_is_validated(bad: str) -> None:
     with pytest.raises(ValidationError, match="action_type"):
         DomainAction(action_type=bad)
@@ -59,14 +61,16 @@ def test_actions_are_immutable() -> None:
 
 
 def test_seed_style_response_derives_success() -> None:
-    ok = DomainActionResponse(action_type="x.y.response", correlation_id="c", trace_id="t",
-                              status_code=200, data={"r": 1})
+    ok = DomainActionResponse(
+        action_type="x.y.response", correlation_id="c", trace_id="t", status_code=200, data={"r": 1}
+    )
     bad = DomainActionResponse(status_code=503)
     assert ok.success and not bad.success
     assert ok.raise_for_error() is ok
     with pytest.raises(RemoteActionError) as info:
-        DomainActionResponse(success=False, status_code=422,
-                             error=ErrorDetail(error_type="Invalid", message="no")).raise_for_error()
+        DomainActionResponse(
+            success=False, status_code=422, error=ErrorDetail(error_type="Invalid", message="no")
+        ).raise_for_error()
     assert info.value.error is not None and info.value.error.message == "no"
     assert info.value.status_code == 422
 

@@ -18,8 +18,13 @@ CONTRACT = {
     "common.clients.base_redis_client": ["BaseRedisClient"],
     "common.workers": ["BaseWorker", "WorkerPool", "RetryPolicy"],
     "common.workers.base_worker": ["BaseWorker"],
-    "common.errors": ["NonRetryableError", "RetryLaterError", "ActionTimeoutError",
-                      "RemoteActionError", "CommonError"],
+    "common.errors": [
+        "NonRetryableError",
+        "RetryLaterError",
+        "ActionTimeoutError",
+        "RemoteActionError",
+        "CommonError",
+    ],
 }
 
 
@@ -30,8 +35,17 @@ def test_contract_names_import(module: str) -> None:
         assert hasattr(mod, name), f"{module}.{name}"
 
 
-@pytest.mark.parametrize("module", ["common", "common.models", "common.clients", "common.workers",
-                                    "common.errors", "common.config"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "common",
+        "common.models",
+        "common.clients",
+        "common.workers",
+        "common.errors",
+        "common.config",
+    ],
+)
 def test_all_lists_only_real_names(module: str) -> None:
     mod = importlib.import_module(module)
     assert mod.__all__ == sorted(mod.__all__)
@@ -40,8 +54,15 @@ def test_all_lists_only_real_names(module: str) -> None:
 
 
 def test_top_level_reexports() -> None:
-    assert {"BaseWorker", "WorkerPool", "BaseRedisClient", "DomainAction",
-            "CommonAppSettings", "RedisManager", "RetryPolicy"} <= set(common.__all__)
+    assert {
+        "BaseWorker",
+        "WorkerPool",
+        "BaseRedisClient",
+        "DomainAction",
+        "CommonAppSettings",
+        "RedisManager",
+        "RetryPolicy",
+    } <= set(common.__all__)
 
 
 def test_errors_share_one_root_and_shadow_no_builtin() -> None:

@@ -27,7 +27,7 @@ def test_consumer_names_are_unique_and_follow_the_scheme() -> None:
 
 def test_all_keys_of_a_service_share_a_hash_tag() -> None:
     keys = [qm.action_stream("users"), qm.dead_letter_stream("users"), qm.reply_key("users", "c")]
-    assert {k[k.index("{"): k.index("}") + 1] for k in keys} == {"{users}"}
+    assert {k[k.index("{") : k.index("}") + 1] for k in keys} == {"{users}"}
 
 
 def test_parse_round_trips() -> None:

@@ -17,8 +17,14 @@ def test_quickstart_runs_and_prints_the_greeting() -> None:
     block = re.search(r"## Quickstart\n+```python\n(.*?)```", README, re.S)
     assert block is not None
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-c", block.group(1)], capture_output=True,
-                            text=True, timeout=60, cwd=ROOT, env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", block.group(1)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "Hello, Ada!"
 

@@ -34,13 +34,18 @@ def test_budget_counts_deliveries() -> None:
 
 
 def test_from_settings() -> None:
-    p = RetryPolicy.from_settings(CommonAppSettings(
-        max_retries=7, retry_backoff="linear", retry_initial_delay_s=2, retry_max_delay_s=9))
+    p = RetryPolicy.from_settings(
+        CommonAppSettings(
+            max_retries=7, retry_backoff="linear", retry_initial_delay_s=2, retry_max_delay_s=9
+        )
+    )
     assert (p.max_retries, p.backoff, p.initial_delay, p.max_delay) == (7, "linear", 2, 9)
 
 
-@pytest.mark.parametrize("kwargs", [{"max_retries": 0}, {"backoff": "cubic"},
-                                    {"initial_delay": 5, "max_delay": 1}, {"jitter": 2}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"max_retries": 0}, {"backoff": "cubic"}, {"initial_delay": 5, "max_delay": 1}, {"jitter": 2}],
+)
 def test_invalid_policies_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
