@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from common.errors import RemoteActionError
 
 __all__ = ["ACTION_TYPE_PATTERN", "DomainAction", "DomainActionResponse", "ErrorDetail"]
 
 ACTION_TYPE_PATTERN = r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)+$"
-_ACTION_TYPE_RE = re.compile(ACTION_TYPE_PATTERN)
-_SERVICE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 
 def _utcnow() -> datetime:
@@ -48,64 +52,66 @@ class ErrorDetail(BaseModel):
         return cls(error_type=type(exc).__name__, message=str(exc) or repr(exc), details=details)
 
 
+_SERVICE_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+_ID_FIELDS = ("correlation_id", "trace_id", "tenant_id", "user_id", "session_id")
+
+if TYPE_CHECKING:
+    _Id = str | None
+else:
+    # Ids are strings; a UUID given in code is accepted and stored as its string (converted
+    # in the one after-validator, so that validating JSON runs no Python per field).
+    _Id = Annotated[
+        Annotated[str, StringConstraints(max_length=200)] | UUID | None,
+        Field(union_mode="left_to_right"),
+    ]
+
+
 class DomainAction(BaseModel):
-    """An action one service asks another to perform."""
+    """An action one service asks another to perform.
+
+    Every check runs inside pydantic's compiled validator except one after-validator, which
+    fills the derived defaults: ``target_service`` (first segment of ``action_type``),
+    ``correlation_id`` (the action id), ``trace_id``, and UTC for times given without it.
+    """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     action_id: UUID = Field(default_factory=uuid4)
-    action_type: str = Field(max_length=200)
+    action_type: str = Field(max_length=200, pattern=ACTION_TYPE_PATTERN)
     timestamp: datetime = Field(default_factory=_utcnow)
-    origin_service: str | None = None
-    target_service: str | None = None
-    correlation_id: str | None = Field(None, max_length=200)
-    trace_id: str | None = Field(None, max_length=200)
-    tenant_id: str | None = Field(None, max_length=200)
-    user_id: str | None = Field(None, max_length=200)
-    session_id: str | None = Field(None, max_length=200)
+    origin_service: str | None = Field(None, pattern=_SERVICE_PATTERN)
+    target_service: str | None = Field(None, pattern=_SERVICE_PATTERN)
+    correlation_id: _Id = None
+    trace_id: _Id = None
+    tenant_id: _Id = None
+    user_id: _Id = None
+    session_id: _Id = None
     callback_queue_name: str | None = Field(None, max_length=512)
-    callback_action_type: str | None = Field(None, max_length=200)
+    callback_action_type: str | None = Field(None, max_length=200, pattern=ACTION_TYPE_PATTERN)
     deadline: datetime | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator(
-        "correlation_id", "trace_id", "tenant_id", "user_id", "session_id", mode="before"
-    )
-    @classmethod
-    def _ids_as_str(cls, value: Any) -> Any:
-        return _id_to_str(value)
-
-    @field_validator("action_type", "callback_action_type")
-    @classmethod
-    def _check_type(cls, value: str | None) -> str | None:
-        if value is not None and not _ACTION_TYPE_RE.match(value):
-            raise ValueError(
-                f"{value!r} is not a dotted lowercase action type such as 'user.create'"
-            )
-        return value
-
-    @field_validator("origin_service", "target_service")
-    @classmethod
-    def _check_service(cls, value: str | None) -> str | None:
-        if value is not None and not _SERVICE_RE.match(value):
-            raise ValueError(f"{value!r} is not a valid service name")
-        return value
-
-    @field_validator("timestamp", "deadline")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        return _as_utc(value)
-
     @model_validator(mode="after")
     def _defaults(self) -> DomainAction:
-        # Frozen model: fill derived defaults once, at construction.
+        # Frozen model: derived values are set once, here.
+        put = object.__setattr__
         if self.target_service is None:
-            object.__setattr__(self, "target_service", self.action_type.split(".", 1)[0])
+            put(self, "target_service", self.action_type.split(".", 1)[0])
         if self.correlation_id is None:
-            object.__setattr__(self, "correlation_id", str(self.action_id))
+            put(self, "correlation_id", str(self.action_id))
         if self.trace_id is None:
-            object.__setattr__(self, "trace_id", self.action_id.hex)
+            put(self, "trace_id", self.action_id.hex)
+        for name in _ID_FIELDS:
+            value = getattr(self, name)
+            if value.__class__ is UUID:
+                put(self, name, str(value))
+        stamp = self.timestamp
+        if stamp.tzinfo is None or stamp.utcoffset():
+            put(self, "timestamp", _as_utc(stamp))
+        deadline = self.deadline
+        if deadline is not None and (deadline.tzinfo is None or deadline.utcoffset()):
+            put(self, "deadline", _as_utc(deadline))
         return self
 
     @property

@@ -252,7 +252,11 @@ class StreamConsumer(ABC):
             for delivery in batch:
                 if self._stopping.is_set():
                     break  # read but not started: released for another consumer at drain
-                if not await self._still_ours(delivery, started):
+                if self.held.get(delivery.entry_id) is not delivery:
+                    continue  # a lease renewal found it taken over
+                if time.monotonic() - started >= self.leases.period_s and not (
+                    await self._still_ours(delivery)
+                ):
                     continue
                 self._inline = delivery
                 try:
@@ -277,20 +281,19 @@ class StreamConsumer(ABC):
             if self._stopping.is_set():  # read but not started: released at drain
                 self._slots.release()
                 break
-            if not await self._still_ours(delivery, started):
+            if self.held.get(delivery.entry_id) is not delivery or (
+                time.monotonic() - started >= self.leases.period_s
+                and not await self._still_ours(delivery)
+            ):
                 self._slots.release()
                 continue
             task = asyncio.create_task(self._run_slot(delivery))
             self._active.add(task)
             task.add_done_callback(self._active.discard)
 
-    async def _still_ours(self, delivery: Delivery, batch_started: float) -> bool:
-        """Whether to start ``delivery``: it is still held and, if time has passed since the
-        batch began (the process may have been frozen past its lease), still ours in Redis."""
-        if self.held.get(delivery.entry_id) is not delivery:
-            return False  # a lease renewal found it taken over
-        if time.monotonic() - batch_started < self.leases.period_s:
-            return True
+    async def _still_ours(self, delivery: Delivery) -> bool:
+        """Whether ``delivery``, read a while ago (the process may have been frozen past its
+        lease), is still this consumer's in Redis: checked before starting it."""
         try:
             return bool(await self.leases.confirm([delivery]))
         except _CONNECTION_ERRORS as exc:
