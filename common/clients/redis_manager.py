@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.sentinel import Sentinel
 
+from common.clients.pool import LeanConnectionPool
 from common.config import CommonAppSettings
 from common.errors import ConfigurationError, WorkerStateError
 
@@ -102,7 +103,6 @@ class RedisManager:
             "socket_keepalive": s.redis_socket_keepalive,
             "socket_timeout": s.redis_socket_timeout_s,
             "socket_connect_timeout": 5.0,
-            "health_check_interval": 30,
             "max_connections": s.redis_max_connections,
         }
 
@@ -124,9 +124,9 @@ class RedisManager:
         if url.startswith("redis+sentinel://"):
             return self._sentinel_master(url)
         try:
-            # A blocking pool: past redis_max_connections, callers wait for a connection
-            # instead of failing with "Too many connections".
-            pool = BlockingConnectionPool.from_url(url, timeout=30, **self._common_kwargs())
+            # Blocking: past redis_max_connections, callers wait for a connection instead of
+            # failing with "Too many connections"; lean: no per-command bookkeeping.
+            pool = LeanConnectionPool.from_url(url, timeout=30, **self._common_kwargs())
             return aioredis.Redis.from_pool(pool)
         except ValueError as exc:
             raise ConfigurationError(f"redis_url: {exc}") from exc
