@@ -59,7 +59,8 @@ async def safe_trim_id(redis: aioredis.Redis, stream: str) -> str | None:
         needed = (last[0], last[1] + 1)  # the first entry not yet delivered to this group
         if group["pending"]:
             summary = await redis.xpending(stream, name)
-            needed = min(needed, _parse_id(summary["min"]))
+            if summary["min"] is not None:  # all ACKed since XINFO answered: nothing pending
+                needed = min(needed, _parse_id(summary["min"]))
         floor = needed if floor is None else min(floor, needed)
     assert floor is not None
     return f"{floor[0]}-{floor[1]}"

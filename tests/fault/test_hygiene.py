@@ -231,3 +231,18 @@ async def test_dead_consumer_removal_on_the_embedded_server() -> None:
     assert removed == 1
     assert [c["name"] for c in await redis.xinfo_consumers(stream, "g")] == [b"holding"]
     await redis.aclose()
+
+
+async def test_safe_trim_id_survives_pending_entries_acked_meanwhile() -> None:
+    """XINFO said a group had pending entries, but they were ACKed before XPENDING answered:
+    the floor is then the group's last delivered id + 1, not a crash."""
+    from unittest.mock import AsyncMock
+
+    from common.workers.hygiene import safe_trim_id
+
+    redis = AsyncMock()
+    redis.xinfo_groups.return_value = [
+        {"name": b"g", "last-delivered-id": b"5-1", "pending": 3}
+    ]
+    redis.xpending.return_value = {"pending": 0, "min": None, "max": None, "consumers": []}
+    assert await safe_trim_id(redis, "s") == "5-2"
