@@ -1,8 +1,10 @@
 """Settled outcomes waiting to be written: replies, callbacks, XACKs and dead letters.
 
 Everything settled since the last flush goes out in one pipelined round trip (writes first,
-then one multi-id XACK), so that an ACK never precedes the reply it depends on. Dead letters go
-in a MULTI/EXEC with their XACK (same hash tag, so legal on a cluster too).
+then one multi-id XACK), so that an ACK never precedes the reply it depends on. Replies to the
+same list go out as one ``RPUSH key v1 .. vn`` (in the order they were settled) plus one
+``EXPIRE``. Dead letters go in a MULTI/EXEC with their XACK (same hash tag, so legal on a
+cluster too).
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from common.models.codec import dumps
-from common.workers.outcome import DeadLetter, Delivery, Write
+from common.workers.outcome import DeadLetter, Delivery, ListPush, Write
 
 __all__ = ["Outbox", "dead_letter_fields"]
 
@@ -49,6 +52,30 @@ def dead_letter_fields(
         "first_seen": _iso_ms(delivery.first_seen_ms),
         "failed_at": datetime.now(UTC).isoformat(),
     }
+
+
+def _apply_writes(pipe: Pipeline, writes: list[Write]) -> None:
+    """Queue ``writes`` on ``pipe``, the replies grouped per list: one RPUSH of all the values
+    for a key (in order) and one EXPIRE (the last TTL asked for, as separate EXPIREs would
+    leave), where that key's first reply was. Other writes go as they are, in order."""
+    values: dict[str, list[bytes]] = {}
+    ttls: dict[str, int] = {}
+    ops: list[Write | str] = []  # a str: the grouped replies to that key
+    for write in writes:
+        if isinstance(write, ListPush):
+            if write.key not in values:
+                values[write.key] = []
+                ops.append(write.key)
+            values[write.key].append(write.value)
+            ttls[write.key] = write.ttl_s
+        else:
+            ops.append(write)
+    for op in ops:
+        if isinstance(op, str):
+            pipe.rpush(op, *values[op])
+            pipe.expire(op, ttls[op])
+        else:
+            op.apply(pipe)
 
 
 @dataclass(slots=True)
@@ -98,8 +125,7 @@ class Outbox:
         try:
             if writes or acks:
                 pipe = redis.pipeline(transaction=False)
-                for write in writes:
-                    write.apply(pipe)
+                _apply_writes(pipe, writes)
                 if acks:
                     pipe.xack(self.stream, self.group, *acks)
                 results = await pipe.execute(raise_on_error=False)
