@@ -58,6 +58,9 @@ def _apply_writes(pipe: Pipeline, writes: list[Write]) -> None:
     """Queue ``writes`` on ``pipe``, the replies grouped per list: one RPUSH of all the values
     for a key (in order) and one EXPIRE (the last TTL asked for, as separate EXPIREs would
     leave), where that key's first reply was. Other writes go as they are, in order."""
+    if len(writes) == 1:
+        writes[0].apply(pipe)
+        return
     values: dict[str, list[bytes]] = {}
     ttls: dict[str, int] = {}
     ops: list[Write | str] = []  # a str: the grouped replies to that key
