@@ -241,8 +241,6 @@ async def test_safe_trim_id_survives_pending_entries_acked_meanwhile() -> None:
     from common.workers.hygiene import safe_trim_id
 
     redis = AsyncMock()
-    redis.xinfo_groups.return_value = [
-        {"name": b"g", "last-delivered-id": b"5-1", "pending": 3}
-    ]
+    redis.xinfo_groups.return_value = [{"name": b"g", "last-delivered-id": b"5-1", "pending": 3}]
     redis.xpending.return_value = {"pending": 0, "min": None, "max": None, "consumers": []}
     assert await safe_trim_id(redis, "s") == "5-2"
