@@ -111,6 +111,21 @@ class BaseWorker(StreamConsumer, ABC):
     async def _initialize_components(self) -> None:
         """Override to set up what handlers need (clients, caches); runs in initialize()."""
 
+    async def extend_visibility(self, action: DomainAction) -> bool:
+        """Reset the idle time of ``action``'s entry now, so no other consumer claims it.
+
+        Leases are renewed automatically every third of ``visibility_timeout_s``; a handler
+        that is about to block for long (one huge call) may also renew explicitly. Returns
+        False if the entry is no longer this consumer's (taken over, or already settled).
+        """
+        for delivery in list(self.held.values()):
+            payload = delivery.payload
+            if isinstance(payload, DomainAction) and payload.action_id == action.action_id:
+                claimed = await self.leases.claim([delivery], justid=True)
+                self.stats.lease_renewals += len(claimed)
+                return bool(claimed)
+        return False
+
     async def _handle_action(self, action: DomainAction) -> HandlerResult:
         """Dispatch to ``_handle_<action_type>``; override for custom routing."""
         handler = self._handlers.get(action.action_type)

@@ -56,3 +56,21 @@ class CalcWorker(BaseWorker):
 
     async def _handle_calc_bad_return(self, action: DomainAction) -> Any:
         return "not a dict"
+
+
+class ExtendingWorker(CalcWorker):
+    """Extends its lease explicitly during a long wait, and reports the idle times it saw."""
+
+    async def _idle_ms(self) -> int:
+        [entry] = await self.redis.xpending_range(
+            self.action_stream_name, self.consumer_group_name, "-", "+", 10,
+            consumername=self.consumer_name)
+        return int(entry["time_since_delivered"])
+
+    async def _handle_calc_extend(self, action: DomainAction) -> dict[str, Any]:
+        await asyncio.sleep(action.data["seconds"])
+        before = await self._idle_ms()
+        extended = await self.extend_visibility(action)
+        after = await self._idle_ms()
+        unknown = await self.extend_visibility(DomainAction(action_type="calc.other"))
+        return {"before": before, "after": after, "extended": extended, "unknown": unknown}
