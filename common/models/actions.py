@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID, uuid4
 
@@ -53,6 +53,7 @@ class ErrorDetail(BaseModel):
 
 
 _SERVICE_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+_ZERO = timedelta(0)
 _ID_FIELDS = ("correlation_id", "trace_id", "tenant_id", "user_id", "session_id")
 
 if TYPE_CHECKING:
@@ -94,24 +95,24 @@ class DomainAction(BaseModel):
 
     @model_validator(mode="after")
     def _defaults(self) -> DomainAction:
-        # Frozen model: derived values are set once, here.
-        put = object.__setattr__
-        if self.target_service is None:
-            put(self, "target_service", self.action_type.split(".", 1)[0])
-        if self.correlation_id is None:
-            put(self, "correlation_id", str(self.action_id))
-        if self.trace_id is None:
-            put(self, "trace_id", self.action_id.hex)
+        # Frozen model: derived values are set once, here, straight in the instance dict
+        # (this runs for every decoded action, so it stays lean).
+        d = self.__dict__
+        if d["target_service"] is None:
+            d["target_service"] = self.action_type.split(".", 1)[0]
+        if d["correlation_id"] is None:
+            d["correlation_id"] = str(self.action_id)
+        if d["trace_id"] is None:
+            d["trace_id"] = self.action_id.hex
         for name in _ID_FIELDS:
-            value = getattr(self, name)
-            if value.__class__ is UUID:
-                put(self, name, str(value))
-        stamp = self.timestamp
-        if stamp.tzinfo is None or stamp.utcoffset():
-            put(self, "timestamp", _as_utc(stamp))
-        deadline = self.deadline
-        if deadline is not None and (deadline.tzinfo is None or deadline.utcoffset()):
-            put(self, "deadline", _as_utc(deadline))
+            if d[name].__class__ is UUID:
+                d[name] = str(d[name])
+        stamp = d["timestamp"]
+        if stamp.tzinfo is not UTC and stamp.utcoffset() != _ZERO:
+            d["timestamp"] = _as_utc(stamp)
+        deadline = d["deadline"]
+        if deadline is not None and deadline.tzinfo is not UTC and deadline.utcoffset() != _ZERO:
+            d["deadline"] = _as_utc(deadline)
         return self
 
     @property

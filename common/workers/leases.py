@@ -67,6 +67,7 @@ class LeaseKeeper:
     def __init__(self, consumer: StreamConsumer) -> None:
         self.consumer = consumer
         self.visibility_ms = int(consumer.settings.visibility_timeout_s * 1000)
+        self.period_s = max(self.visibility_ms / 3000, 0.01)  # renew every third of the timeout
         # Slack for clock granularity (Redis counts whole milliseconds); far below the timeout,
         # so a claim can never reach an entry another consumer took over.
         self.margin_ms = max(5, min(100, self.visibility_ms // 20))
@@ -80,10 +81,6 @@ class LeaseKeeper:
     def _since_reset(self, d: Delivery, now: float) -> float:
         """Seconds since this consumer last reset ``d``'s idle time (a lower bound)."""
         return now - max(d.touched, self._reset_at.get(d.entry_id, 0.0))
-
-    @property
-    def period_s(self) -> float:
-        return max(self.visibility_ms / 3000, 0.01)
 
     async def claim(
         self, deliveries: Iterable[Delivery], *, justid: bool
