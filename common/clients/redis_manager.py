@@ -11,17 +11,34 @@ from urllib.parse import unquote, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common.clients.pool import LeanConnectionPool
 from common.config import CommonAppSettings
 from common.errors import ConfigurationError, WorkerStateError
 
-__all__ = ["RedisManager", "is_memory_url"]
+__all__ = ["CONNECTION_ERRORS", "RedisManager", "is_embedded", "is_memory_url"]
 
 logger = logging.getLogger(__name__)
 
 _memory_lock = threading.Lock()
 _memory_servers: dict[str, Any] = {}
+
+
+# What a lost, refused or timed-out connection raises: the errors that mean "retry later".
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    OSError,
+)
+
+
+def is_embedded(redis: Any) -> bool:
+    """True for a client of the embedded ``memory://`` server (fakeredis), which differs in
+    blocking reads, cancellation and scripting."""
+    return type(redis).__module__.startswith("fakeredis")
 
 
 def is_memory_url(url: str) -> bool:

@@ -9,9 +9,8 @@ from typing import Any
 from uuid import UUID
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from common.clients.redis_manager import CONNECTION_ERRORS, is_embedded
 from common.errors import MessageError
 from common.models.actions import DomainActionResponse
 from common.models.codec import decode_response
@@ -39,7 +38,7 @@ class ReplyListener:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         # fakeredis does not survive a cancelled BLPOP: block briefly and stop by a flag.
-        self._embedded = type(redis).__module__.startswith("fakeredis")
+        self._embedded = is_embedded(redis)
         if self._embedded:
             self.block_s = min(block_s, 0.25)
 
@@ -103,7 +102,7 @@ class ReplyListener:
                 for raw in items:
                     self._deliver(raw)
                 delay = 0.05
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except CONNECTION_ERRORS as exc:
                 logger.warning(
                     "reply listener on %s lost Redis (%s); retrying in %.2fs", self.key, exc, delay
                 )

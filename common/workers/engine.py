@@ -18,10 +18,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from common.clients.redis_manager import CONNECTION_ERRORS, is_embedded
 from common.config import CommonAppSettings
 from common.errors import WorkerStateError
 from common.models.actions import ErrorDetail
@@ -36,8 +35,6 @@ from common.workers.stats import WorkerStats
 __all__ = ["StreamConsumer"]
 
 logger = logging.getLogger("common.workers")
-
-_CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
 _EMBEDDED_BLOCK_MS = 250
@@ -76,7 +73,7 @@ class StreamConsumer(Settlement, ABC):
         self.held: dict[bytes, Delivery] = {}  # every entry this consumer holds, by id
         self.intake: list[Delivery] = []  # claimed by a reclaimer, waiting to run
         self._retries: list[tuple[float, bytes]] = []  # heap of (due, entry id)
-        self._embedded = type(redis).__module__.startswith("fakeredis")
+        self._embedded = is_embedded(redis)
         self._stopping = asyncio.Event()
         self._initialized = False
         self._running = False
@@ -185,7 +182,7 @@ class StreamConsumer(Settlement, ABC):
                 )
                 await self._with_reconnect(self._ensure_group)
                 continue
-            except _CONNECTION_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:
                 self.log.warning("lost Redis (%s); retrying in %.1fs", exc, backoff)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -296,7 +293,7 @@ class StreamConsumer(Settlement, ABC):
         lease), is still this consumer's in Redis: checked before starting it."""
         try:
             return bool(await self.leases.confirm([delivery]))
-        except _CONNECTION_ERRORS as exc:
+        except CONNECTION_ERRORS as exc:
             # Unsure: do not run it, and stop renewing it, so that it is reclaimed.
             self.held.pop(delivery.entry_id, None)
             self.log.warning(
@@ -377,7 +374,7 @@ class StreamConsumer(Settlement, ABC):
             try:
                 await operation()
                 return
-            except _CONNECTION_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:
                 if self._stopping.is_set():
                     raise
                 self.log.warning("Redis unavailable (%s); retrying in %.1fs", exc, backoff)

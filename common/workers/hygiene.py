@@ -18,6 +18,7 @@ from collections.abc import Collection
 
 import redis.asyncio as aioredis
 
+from common.clients.redis_manager import is_embedded
 from common.config import CommonAppSettings
 
 __all__ = ["safe_trim_id", "tidy_stream"]
@@ -100,7 +101,7 @@ async def tidy_stream(
 async def _remove_if_done(
     redis: aioredis.Redis, stream: str, group: str | bytes, consumer: str | bytes, idle_ms: int
 ) -> bool:
-    if type(redis).__module__.startswith("fakeredis"):
+    if is_embedded(redis):
         pending = await redis.xpending_range(
             stream, group, min="-", max="+", count=1, consumername=consumer
         )

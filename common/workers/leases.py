@@ -32,9 +32,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
+from common.clients.redis_manager import CONNECTION_ERRORS, is_embedded
 from common.workers.outcome import Delivery
 
 if TYPE_CHECKING:
@@ -42,7 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = ["LeaseKeeper"]
 
-_CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 _RELEASE_PAGE = 1000
 _RENEW_CHUNK = 500  # entries per script call, so that one call never blocks the server long
 
@@ -75,7 +72,7 @@ class LeaseKeeper:
         self._reset_at: dict[bytes, float] = {}  # when our last claim of an entry replied
         self._lock = asyncio.Lock()
         # The embedded server (fakeredis) has no scripting. (EVALSHA, loading on NOSCRIPT.)
-        embedded = type(consumer.redis).__module__.startswith("fakeredis")
+        embedded = is_embedded(consumer.redis)
         self._renew_script = None if embedded else consumer.redis.register_script(_RENEW)
 
     def _since_reset(self, d: Delivery, now: float) -> float:
@@ -100,7 +97,7 @@ class LeaseKeeper:
             claimed, missing = await self._claim(deliveries, justid=justid)
             if missing and not justid:
                 await self._forget(await self._absent(d.entry_id for d in missing))
-        except _CONNECTION_ERRORS as exc:
+        except CONNECTION_ERRORS as exc:
             if justid:
                 raise
             c.log.warning(

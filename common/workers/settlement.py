@@ -14,9 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
+from common.clients.redis_manager import CONNECTION_ERRORS
 from common.models.actions import ErrorDetail
 from common.workers.outcome import Ack, DeadLetter, DeadLetterReason, Delivery, Outcome, Write
 
@@ -29,8 +27,6 @@ if TYPE_CHECKING:
     from common.workers.stats import WorkerStats
 
 __all__ = ["Settlement"]
-
-_CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
 class Settlement:
@@ -101,7 +97,7 @@ class Settlement:
         while len(self.outbox) or self.outbox.writes:
             try:
                 settled = await self.outbox.flush(self.redis)
-            except _CONNECTION_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:
                 if self._stopping.is_set() and backoff > 1.0:
                     self.log.error(
                         "giving up flushing %d settled entries (%s); they stay "
