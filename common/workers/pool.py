@@ -157,6 +157,18 @@ class WorkerPool(Generic[W]):
             self._redis = None
         logger.info("stopped %d %s workers", len(self.workers), self.worker_class.__name__)
 
+    def health(self) -> dict[str, Any]:
+        """A snapshot for health endpoints: running state and each worker's counters."""
+        return {
+            "service": self.settings.service_name,
+            "running": self.running,
+            "restarts": self.restarts,
+            "workers": [
+                {"consumer": w.consumer_name, "running": w.is_running, **w.stats.as_dict()}
+                for w in self.workers
+            ],
+        }
+
     async def __aenter__(self) -> WorkerPool[W]:
         await self.start()
         return self

@@ -42,13 +42,6 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {
-            "service": SERVICE_NAME,
-            "running": pool.running,
-            "workers": [
-                {"consumer": w.consumer_name, "running": w.is_running, **w.stats.as_dict()}
-                for w in pool.workers
-            ],
-        }
+        return pool.health()
 
     return app

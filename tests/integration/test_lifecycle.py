@@ -241,6 +241,10 @@ async def test_a_crashing_worker_task_is_restarted(
             DomainAction(action_type="calc.add", data={"a": 1, "b": 1}), timeout=5
         )
         assert pool.restarts == 1
+        health = pool.health()
+        assert health["service"] == "calc" and health["restarts"] == 1 and health["running"]
+        assert [w["running"] for w in health["workers"]] == [True]
+        assert health["workers"][0]["handled"] == 1
     await client.close()
     assert reply.success
 
