@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.clients.queue_manager import KeyKind, QueueManager
+from common.clients.queue_manager import KeyKind, ParsedKey, QueueManager
 from common.config import CommonAppSettings
 from common.errors import InvalidKeyError
 from common.models.actions import DomainAction, DomainActionResponse, ErrorDetail
@@ -71,12 +71,24 @@ class ReplyBuilder:
         self.service_name = service_name
         self.queues = queues
         self.settings = settings
+        self._parsed: dict[str, ParsedKey] = {}
+
+    def _parse(self, key: str) -> ParsedKey:
+        """``QueueManager.parse`` with a small cache: callers reuse a few reply keys, and
+        every answered action checks its target, then writes to it."""
+        parsed = self._parsed.get(key)
+        if parsed is None:
+            parsed = self.queues.parse(key)  # raises for a foreign key: never cached
+            if len(self._parsed) >= 1024:
+                self._parsed.clear()
+            self._parsed[key] = parsed
+        return parsed
 
     def check_target(self, action: DomainAction) -> None:
         """Raise :class:`InvalidKeyError` unless the action's reply target is one of ours."""
         if action.callback_queue_name is None:
             return
-        parsed = self.queues.parse(action.callback_queue_name)
+        parsed = self._parse(action.callback_queue_name)
         if parsed.kind is KeyKind.DEAD_LETTER:
             raise InvalidKeyError("a dead-letter stream is not a reply target")
         if parsed.kind is KeyKind.ACTIONS and action.callback_action_type is None:
@@ -87,7 +99,7 @@ class ReplyBuilder:
         target = action.callback_queue_name
         if target is None:
             return ()
-        parsed = self.queues.parse(target)
+        parsed = self._parse(target)
         if parsed.kind is KeyKind.REPLY:
             return (ListPush(target, encode_response(response), self.settings.reply_ttl_s),)
         callback = DomainAction(
