@@ -17,7 +17,8 @@ async def test_explicit_extension_resets_the_idle_time(
     client = BaseRedisClient("api", redis, s)
     async with WorkerPool(ExtendingWorker, s, redis, num_workers=1) as pool:
         reply = await client.send_action_pseudo_sync(
-            DomainAction(action_type="calc.extend", data={"seconds": 0.3}), timeout=5)
+            DomainAction(action_type="calc.extend", data={"seconds": 0.3}), timeout=5
+        )
         renewals = pool.workers[0].stats.lease_renewals
     await client.close()
     assert reply.data["extended"] is True and reply.data["unknown"] is False

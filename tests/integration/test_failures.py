@@ -297,3 +297,19 @@ async def test_oversized_send_is_refused_by_the_client(
         await client.send_action_async(DomainAction(action_type="calc.add", data={"x": "y" * 2000}))
     stream, _, _ = _keys(settings)
     assert await redis.xlen(stream) == 0
+
+
+async def test_malformed_reply_is_discarded_and_the_call_still_answered(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    client = BaseRedisClient("api", redis, settings)
+    async with WorkerPool(CalcWorker, settings, redis, num_workers=1):
+        # Junk on the reply list (a bug or a hostile writer) must not break the listener.
+        await redis.rpush(client.reply_key, b"not a response", b'{"success": "maybe"}')
+        reply = await client.send_action_pseudo_sync(
+            DomainAction(action_type="calc.add", data={"a": 5, "b": 5}), timeout=5
+        )
+        assert await redis.llen(client.reply_key) == 0
+    await client.close()
+    assert reply.data == {"sum": 10}
+    assert client.late_replies == 0  # junk is not counted as a late reply

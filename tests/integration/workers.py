@@ -63,8 +63,13 @@ class ExtendingWorker(CalcWorker):
 
     async def _idle_ms(self) -> int:
         [entry] = await self.redis.xpending_range(
-            self.action_stream_name, self.consumer_group_name, "-", "+", 10,
-            consumername=self.consumer_name)
+            self.action_stream_name,
+            self.consumer_group_name,
+            "-",
+            "+",
+            10,
+            consumername=self.consumer_name,
+        )
         return int(entry["time_since_delivered"])
 
     async def _handle_calc_extend(self, action: DomainAction) -> dict[str, Any]:

@@ -1,0 +1,43 @@
+"""RedisManager's refusals: unsupported or incomplete URLs, use before initialise."""
+
+from __future__ import annotations
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from common.clients.redis_manager import RedisManager, _redact
+from common.config import CommonAppSettings
+from common.errors import ConfigurationError, WorkerStateError
+
+
+def test_client_before_initialize_is_refused() -> None:
+    with pytest.raises(WorkerStateError, match="initialize"):
+        RedisManager(CommonAppSettings()).get_client()
+
+
+async def test_cluster_urls_fail_clearly_until_supported() -> None:
+    manager = RedisManager(CommonAppSettings(redis_url="redis+cluster://127.0.0.1:7000"))
+    with pytest.raises(ConfigurationError, match="redis\\+cluster"):
+        await manager.initialize()
+
+
+async def test_sentinel_url_needs_a_master_name() -> None:
+    manager = RedisManager(CommonAppSettings(redis_url="redis+sentinel://127.0.0.1:26379"))
+    with pytest.raises(ConfigurationError, match="master_name"):
+        await manager.initialize()
+
+
+async def test_unreachable_server_fails_at_initialize_and_leaves_no_client() -> None:
+    from common.testing import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    manager = RedisManager(CommonAppSettings(redis_url=url))
+    with pytest.raises(RedisConnectionError):
+        await manager.initialize()
+    with pytest.raises(WorkerStateError):
+        manager.get_client()
+
+
+def test_passwords_are_redacted_in_logs() -> None:
+    assert _redact("redis://user:s3cret@host:6379/0") == "redis://user:***@host:6379/0"
+    assert _redact("redis://host:6379/0") == "redis://host:6379/0"
