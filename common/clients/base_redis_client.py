@@ -166,7 +166,7 @@ class BaseRedisClient:
             action = self._stamp(action)
             pipe.xadd(self.stream_for(action), encode_action(action, limit))  # type: ignore[arg-type]
         ids = await pipe.execute()
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        return [_entry_id(i) for i in ids]
 
     async def send_action_async_with_callback(
         self, action: DomainAction, callback_action_type: str, callback_service: str | None = None
