@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Callable
+from datetime import UTC, datetime
+from operator import attrgetter
+from typing import TYPE_CHECKING, Annotated, Any, Union
 from uuid import UUID, uuid4
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import CoreSchema, core_schema
 
 from common.errors import RemoteActionError
 
@@ -53,67 +58,105 @@ class ErrorDetail(BaseModel):
 
 
 _SERVICE_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
-_ZERO = timedelta(0)
-_ID_FIELDS = ("correlation_id", "trace_id", "tenant_id", "user_id", "session_id")
+
+
+def _from_action_id(data: dict[str, Any], derive: Callable[[UUID], str]) -> str | None:
+    action_id = data.get("action_id")
+    return derive(action_id) if isinstance(action_id, UUID) else None
+
+
+def _target_of(data: dict[str, Any]) -> str | None:
+    action_type = data.get("action_type")
+    return action_type.split(".", 1)[0] if isinstance(action_type, str) else None
+
+
+def _correlation_of(data: dict[str, Any]) -> str | None:
+    return _from_action_id(data, str)
+
+
+def _trace_of(data: dict[str, Any]) -> str | None:
+    return _from_action_id(data, attrgetter("hex"))
+
+
+def _derived_when_null(derive: Callable[[dict[str, Any]], str | None]) -> Any:
+    """For a field given as an explicit ``null``: the derived value (from fields validated
+    before it), as when the field is absent."""
+
+    def fill(value: None, info: ValidationInfo) -> str | None:
+        return derive(info.data)
+
+    return AfterValidator(fill)
+
 
 if TYPE_CHECKING:
     _Id = str | None
+    _Target = str | None
+    _Correlation = str | None
+    _Trace = str | None
+    _UtcDatetime = datetime
 else:
-    # Ids are strings; a UUID given in code is accepted and stored as its string (converted
-    # in the one after-validator, so that validating JSON runs no Python per field).
-    _Id = Annotated[
-        Annotated[str, StringConstraints(max_length=200)] | UUID | None,
-        Field(union_mode="left_to_right"),
-    ]
+    # Ids are strings; a UUID given in code is accepted and stored as its string. Every check
+    # is part of the compiled validator, so a well-formed JSON action (the hot path) runs no
+    # Python while it is validated. Python runs only for the rare branches: a UUID object, a
+    # derived field given as null, a time that is naive or not in UTC.
+    _IdStr = Annotated[str, StringConstraints(max_length=200)]
+    _IdUUID = Annotated[UUID, AfterValidator(str)]
+
+    def _nullable(*choices: Any, derive: Callable[[dict[str, Any]], str | None] | None) -> Any:
+        null = None if derive is None else Annotated[None, _derived_when_null(derive)]
+        return Annotated[Union[(*choices, null)], Field(union_mode="left_to_right")]
+
+    _Id = _nullable(_IdStr, _IdUUID, derive=None)
+    _Target = _nullable(
+        Annotated[str, StringConstraints(pattern=_SERVICE_PATTERN)], derive=_target_of
+    )
+    _Correlation = _nullable(_IdStr, _IdUUID, derive=_correlation_of)
+    _Trace = _nullable(_IdStr, _IdUUID, derive=_trace_of)
+
+    class _UtcDatetime(datetime):
+        """A datetime in UTC: one with offset 0 is taken as it is (in Rust); a naive one is
+        taken as UTC; any other offset is converted."""
+
+        @classmethod
+        def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> CoreSchema:
+            return core_schema.union_schema(
+                [
+                    core_schema.datetime_schema(tz_constraint=0),
+                    core_schema.no_info_after_validator_function(
+                        _as_utc, core_schema.datetime_schema()
+                    ),
+                ],
+                mode="left_to_right",
+                custom_error_type="datetime_type",
+            )
 
 
 class DomainAction(BaseModel):
     """An action one service asks another to perform.
 
-    Every check runs inside pydantic's compiled validator except one after-validator, which
-    fills the derived defaults: ``target_service`` (first segment of ``action_type``),
-    ``correlation_id`` (the action id), ``trace_id``, and UTC for times given without it.
+    Derived defaults: ``target_service`` (first segment of ``action_type``),
+    ``correlation_id`` (the action id) and ``trace_id`` (the action id's hex) when absent or
+    null; times are in UTC (a naive time is taken as UTC). Validation happens inside
+    pydantic's compiled validator, with no Python for a well-formed JSON action.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     action_id: UUID = Field(default_factory=uuid4)
     action_type: str = Field(max_length=200, pattern=ACTION_TYPE_PATTERN)
-    timestamp: datetime = Field(default_factory=_utcnow)
+    timestamp: _UtcDatetime = Field(default_factory=_utcnow)
     origin_service: str | None = Field(None, pattern=_SERVICE_PATTERN)
-    target_service: str | None = Field(None, pattern=_SERVICE_PATTERN)
-    correlation_id: _Id = None
-    trace_id: _Id = None
+    target_service: _Target = Field(default_factory=_target_of)
+    correlation_id: _Correlation = Field(default_factory=_correlation_of)
+    trace_id: _Trace = Field(default_factory=_trace_of)
     tenant_id: _Id = None
     user_id: _Id = None
     session_id: _Id = None
     callback_queue_name: str | None = Field(None, max_length=512)
     callback_action_type: str | None = Field(None, max_length=200, pattern=ACTION_TYPE_PATTERN)
-    deadline: datetime | None = None
+    deadline: _UtcDatetime | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _defaults(self) -> DomainAction:
-        # Frozen model: derived values are set once, here, straight in the instance dict
-        # (this runs for every decoded action, so it stays lean).
-        d = self.__dict__
-        if d["target_service"] is None:
-            d["target_service"] = self.action_type.split(".", 1)[0]
-        if d["correlation_id"] is None:
-            d["correlation_id"] = str(self.action_id)
-        if d["trace_id"] is None:
-            d["trace_id"] = self.action_id.hex
-        for name in _ID_FIELDS:
-            if d[name].__class__ is UUID:
-                d[name] = str(d[name])
-        stamp = d["timestamp"]
-        if stamp.tzinfo is not UTC and stamp.utcoffset() != _ZERO:
-            d["timestamp"] = _as_utc(stamp)
-        deadline = d["deadline"]
-        if deadline is not None and deadline.tzinfo is not UTC and deadline.utcoffset() != _ZERO:
-            d["deadline"] = _as_utc(deadline)
-        return self
 
     @property
     def handler_name(self) -> str:

@@ -23,6 +23,43 @@ def test_defaults_are_derived() -> None:
     assert action.handler_name == "_handle_user_create"
 
 
+def test_derived_fields_given_as_null_or_absent_in_json_are_derived() -> None:
+    action_id = uuid4()
+    for doc in (
+        b'{"action_id": "%s", "action_type": "user.create"}' % str(action_id).encode(),
+        b'{"action_id": "%s", "action_type": "user.create", "target_service": null, '
+        b'"correlation_id": null, "trace_id": null}' % str(action_id).encode(),
+    ):
+        action = decode_action({b"action": doc}, 10_000)
+        assert action.target_service == "user"
+        assert action.correlation_id == str(action_id)
+        assert action.trace_id == action_id.hex
+
+
+def test_times_in_json_are_taken_as_utc() -> None:
+    doc = (
+        b'{"action_type": "a.b", "timestamp": "2030-01-01T12:00:00+02:00",'
+        b' "deadline": "2030-01-01T12:00:00"}'
+    )
+    action = decode_action({b"action": doc}, 10_000)
+    assert action.timestamp == datetime(2030, 1, 1, 10, 0, tzinfo=UTC)
+    assert action.timestamp.utcoffset() == timedelta(0)
+    assert action.deadline == datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    zulu = decode_action(
+        {b"action": b'{"action_type": "a.b", "timestamp": "2030-01-01T12:00Z"}'}, 99
+    )
+    assert zulu.timestamp == datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def test_malformed_summary_names_the_bad_fields_only() -> None:
+    doc = b'{"action_type": "a.b", "timestamp": "junk", "target_service": "BAD"}'
+    with pytest.raises(MalformedMessageError) as info:
+        decode_action({b"action": doc}, 10_000)
+    message = str(info.value)
+    assert "timestamp" in message and "target_service" in message
+    assert "correlation_id" not in message and "default factory" not in message
+
+
 @pytest.mark.parametrize(
     "bad", ["User.create", "user", "user..create", "1user.create", "user create", ""]
 )
@@ -51,7 +88,10 @@ def test_deadline_expiry() -> None:
 
 def test_uuid_ids_are_accepted_as_strings() -> None:
     tenant = uuid4()
-    assert DomainAction(action_type="a.b", tenant_id=tenant).tenant_id == str(tenant)
+    action = DomainAction(action_type="a.b", tenant_id=tenant, correlation_id=tenant)
+    assert action.tenant_id == str(tenant) and action.correlation_id == str(tenant)
+    with pytest.raises(ValidationError, match="trace_id"):
+        DomainAction(action_type="a.b", trace_id="x" * 201)
 
 
 def test_actions_are_immutable() -> None:
