@@ -6,6 +6,9 @@ of an awaited command's cost. This pool keeps the same contract (at most ``max_c
 callers wait up to ``timeout`` for a free one) with none of that per-command work. A connection
 whose command failed or was cancelled is disconnected by redis-py itself and reconnects when
 next handed out, so no probe is needed.
+
+Its connections also pack commands with hiredis's C packer (redis-py's asyncio connection packs
+in Python: about 60 us for an XACK of 100 ids, against 11 us).
 """
 
 from __future__ import annotations
@@ -15,15 +18,46 @@ import contextlib
 from collections import deque
 from typing import Any
 
+from hiredis import pack_command as _hiredis_pack
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 __all__ = ["LeanConnectionPool"]
 
 
+class _HiredisPacking(AbstractConnection):
+    """Mixed into a connection class: ``pack_command`` in C. Anything hiredis refuses (bool,
+    None, bytearray, ...) goes to redis-py's packer, which converts it or raises its DataError."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        name = args[0]
+        if isinstance(name, str):
+            args = (*name.encode().split(), *args[1:])
+        elif b" " in name:
+            args = (*name.split(), *args[1:])
+        try:
+            return [_hiredis_pack(args)]
+        except TypeError:
+            return super().pack_command(*args)
+
+
+_PACKING_IN_C: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+
+
+def _packing_in_c(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
+    """``connection_class`` with :class:`_HiredisPacking` mixed in (one subclass per class)."""
+    if issubclass(connection_class, _HiredisPacking):
+        return connection_class
+    if connection_class not in _PACKING_IN_C:
+        mixed = type(connection_class.__name__, (_HiredisPacking, connection_class), {})
+        _PACKING_IN_C[connection_class] = mixed
+    return _PACKING_IN_C[connection_class]
+
+
 class LeanConnectionPool(ConnectionPool):
     def __init__(self, *args: Any, timeout: float | None = 30.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.connection_class = _packing_in_c(self.connection_class)
         self.timeout = timeout
         self._waiters: deque[asyncio.Future[None]] = deque()
 

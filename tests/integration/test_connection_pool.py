@@ -6,7 +6,9 @@ import asyncio
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError
 
 from common.clients.pool import LeanConnectionPool
 from common.testing import RedisServer
@@ -50,5 +52,38 @@ async def test_a_cancelled_command_leaves_a_usable_pool(redis_server: RedisServe
             await task
         await client.rpush("list", b"x")
         assert await client.lpop("list") == b"x"  # no stale reply read by the next command
+    finally:
+        await client.aclose()
+
+
+def test_commands_are_packed_in_c_exactly_as_redis_py_packs_them() -> None:
+    pool = LeanConnectionPool.from_url("redis://127.0.0.1:1", timeout=1)
+    ours = pool.make_connection()  # type: ignore[no-untyped-call]
+    plain = Connection()
+    ids = [f"1732412345678-{i}".encode() for i in range(100)]
+    for args in [
+        ("XACK", "s", "g", *ids),
+        ("XADD", "s", "MAXLEN", "~", 1000, "*", "action", b"\x00\xff" * 100),
+        ("CONFIG GET", "maxmemory"),  # a two-word command name is split
+        (b"CLIENT SETNAME", "w"),
+        ("SET", "k", 1.5),
+        ("SET", "k", "é"),
+        ("SET", "k", bytearray(b"ab")),  # hiredis refuses it: redis-py's packer converts it
+        ("SET", "k", memoryview(b"ab")),
+    ]:
+        assert b"".join(ours.pack_command(*args)) == b"".join(plain.pack_command(*args)), args
+    for bad in (None, True, object()):
+        with pytest.raises(DataError):
+            ours.pack_command("SET", "k", bad)
+
+
+async def test_values_round_trip_through_the_c_packer(redis_server: RedisServer) -> None:
+    client = aioredis.Redis.from_pool(LeanConnectionPool.from_url(redis_server.url, timeout=5))
+    try:
+        await client.set("packed:float", 1.5)
+        await client.set("packed:bytearray", bytearray(b"\x00ab"))
+        assert await client.get("packed:float") == b"1.5"
+        assert await client.get("packed:bytearray") == b"\x00ab"
+        assert (await client.config_get("maxmemory")).keys() == {"maxmemory"}
     finally:
         await client.aclose()
