@@ -67,7 +67,8 @@ async def run(args: argparse.Namespace, sizes: Sizes, console: Console) -> dict[
         machine = machine_info(version, args.uvloop)
         console.print(f"[dim]private redis-server {version} on {server.url}[/]")
         started = time.perf_counter()
-        suite = Suite(server.url, sizes, args.uvloop, log=lambda m: console.print(f"[dim]{m}[/]"))
+        log = lambda m: console.print(f"[dim]{m}[/]")  # noqa: E731
+        suite = Suite(server.url, sizes, args.uvloop, log, redis_pid=server.pid)
         rows: list[Row] = await suite.run(only)
         machine["loadavg_end"] = round(os.getloadavg()[0], 2)
         machine["seconds"] = round(time.perf_counter() - started, 1)

@@ -9,7 +9,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bench import memory, ours, raw
+from bench import memory, ours, placement, raw
 from bench.report import Row
 from bench.serve import Served
 from bench.workload import (
@@ -61,11 +61,20 @@ SMOKE = Sizes(
 
 
 class Suite:
-    def __init__(self, url: str, sizes: Sizes, uvloop: bool, log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        url: str,
+        sizes: Sizes,
+        uvloop: bool,
+        log: Callable[[str], None],
+        redis_pid: int | None = None,
+    ) -> None:
         self.url = url
         self.sizes = sizes
         self.uvloop = uvloop
         self.log = log
+        self.redis_pid = redis_pid
+        self.placement = placement.plan()
 
     async def _flush(self) -> None:
         redis = raw_client(self.url)
@@ -208,13 +217,21 @@ class Suite:
         url, prefix = self.url, new_prefix()
         stream = raw_stream(prefix)
         uvloop, workers = self.uvloop, s.ps_workers
+        where = self.placement
+        self.log(f"  sequential calls pinned: {where.describe()}" if where else "  not pinned")
         async with (
-            Served("ours", url, prefix, uvloop=uvloop, workers=workers),
-            Served("raw", url, prefix, uvloop=uvloop, workers=workers),
+            Served("ours", url, prefix, uvloop=uvloop, workers=workers) as ours_worker,
+            Served("raw", url, prefix, uvloop=uvloop, workers=workers) as raw_worker,
         ):
+            worker_pids = (ours_worker.pid, raw_worker.pid)
+
+            async def sequential() -> dict[str, list[float]]:
+                with placement.pinned(where, self.redis_pid, worker_pids):
+                    return await self._sequential(prefix)
+
             r = await self._runs(
                 {
-                    "seq": lambda: self._sequential(prefix),
+                    "seq": sequential,
                     "ours_in_flight": lambda: ours.pseudo_sync_in_flight(
                         url, prefix, make_actions(s.in_flight_calls), s.in_flight
                     ),
@@ -248,6 +265,7 @@ class Suite:
                         for side, runs in seq.items()
                     },
                     "block": SEQ_BLOCK,
+                    "pinned": where.describe() if where else None,
                 },
             ),
             Row(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -56,3 +57,22 @@ def test_bench_smoke_reports_every_scenario_as_json() -> None:
         assert row["ratio"] > 0, name
         if row["target"] is not None:
             assert row["target_op"] in ("<=", ">=") and isinstance(row["met"], bool), name
+
+
+def test_sequential_calls_pin_the_processes_then_restore_them() -> None:
+    from bench import placement
+    from common.testing import RedisServer
+
+    where = placement.plan()
+    own_before = os.sched_getaffinity(0)
+    with RedisServer() as server:
+        pid = server.pid
+        assert pid is not None
+        redis_before = os.sched_getaffinity(pid)
+        with placement.pinned(where, pid, [pid]):  # redis as a "worker" too: workers win
+            if where is not None:
+                assert os.sched_getaffinity(0) == {where.caller}
+                assert os.sched_getaffinity(pid) == {where.workers}
+        assert os.sched_getaffinity(pid) == redis_before
+    assert os.sched_getaffinity(0) == own_before
+    assert server.pid is None
