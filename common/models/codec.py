@@ -71,10 +71,12 @@ def decode_response(raw: bytes) -> DomainActionResponse:
 
 
 def _summarise(exc: ValidationError) -> str:
-    parts = []
-    # A derived default is not computed when another field failed: that says nothing new.
-    errors = [e for e in exc.errors(include_url=False) if e["type"] != "default_factory_not_called"]
-    for err in errors[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "payload"
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)
+    """One line per bad field (at most five): a field with several union branches reports the
+    first branch's error, and derived defaults skipped because of another field are left out."""
+    parts: dict[str, str] = {}
+    for err in exc.errors(include_url=False):
+        if err["type"] == "default_factory_not_called":
+            continue
+        field = str(err["loc"][0]) if err["loc"] else "payload"
+        parts.setdefault(field, f"{field}: {err['msg']}")
+    return "; ".join(list(parts.values())[:5])
