@@ -38,6 +38,13 @@ async def drain(url: str, prefix: str, entries: Sequence[bytes], workers: int) -
             await pool.stop()
 
 
+async def _send_in_chunks(
+    client: BaseRedisClient, actions: Sequence[DomainAction], chunk: int
+) -> None:
+    for i in range(0, len(actions), chunk):
+        await client.send_actions_async(actions[i : i + chunk])
+
+
 async def end_to_end(
     url: str, prefix: str, actions: Sequence[DomainAction], chunk: int, workers: int = 1
 ) -> float:
@@ -49,8 +56,7 @@ async def end_to_end(
         client = BaseRedisClient(CALLER, redis, settings)
         async with WorkerPool(NoopWorker, settings, redis, num_workers=workers) as pool:
             start = time.perf_counter()
-            for i in range(0, n, chunk):
-                await client.send_actions_async(actions[i : i + chunk])
+            await _send_in_chunks(client, actions, chunk)
             await wait_until(lambda: _acked(pool) >= n, timeout=300)
             elapsed = time.perf_counter() - start
         await client.close()
@@ -76,8 +82,7 @@ async def send_batched(url: str, prefix: str, actions: Sequence[DomainAction], c
     async with RedisManager(settings) as manager:
         client = BaseRedisClient(CALLER, manager.get_client(), settings)
         start = time.perf_counter()
-        for i in range(0, len(actions), chunk):
-            await client.send_actions_async(actions[i : i + chunk])
+        await _send_in_chunks(client, actions, chunk)
         elapsed = time.perf_counter() - start
         await client.close()
     return len(actions) / elapsed

@@ -104,6 +104,17 @@ async def drain(
         await redis.aclose()
 
 
+async def _xadd_pipelined(
+    redis: aioredis.Redis, stream: str, docs: Sequence[dict[str, Any]], chunk: int
+) -> None:
+    """XADD ``docs`` in pipelines of ``chunk``."""
+    for i in range(0, len(docs), chunk):
+        pipe = redis.pipeline(transaction=False)
+        for doc in docs[i : i + chunk]:
+            pipe.xadd(stream, {FIELD: orjson.dumps(doc)})
+        await pipe.execute()
+
+
 async def end_to_end(url: str, stream: str, docs: Sequence[dict[str, Any]], chunk: int) -> float:
     """Throughput with a pipelined producer and a consumer loop running at once."""
     redis = raw_client(url)
@@ -114,11 +125,7 @@ async def end_to_end(url: str, stream: str, docs: Sequence[dict[str, Any]], chun
         run = asyncio.create_task(consumers.run(1, timeout=300, started=started))
         await started.wait()
         start = time.perf_counter()
-        for i in range(0, len(docs), chunk):
-            pipe = redis.pipeline(transaction=False)
-            for doc in docs[i : i + chunk]:
-                pipe.xadd(stream, {FIELD: orjson.dumps(doc)})
-            await pipe.execute()
+        await _xadd_pipelined(redis, stream, docs, chunk)
         await run
         return len(docs) / (consumers.finished_at - start)
     finally:
@@ -144,11 +151,7 @@ async def send_pipelined(
     redis = raw_client(url)
     try:
         start = time.perf_counter()
-        for i in range(0, len(docs), chunk):
-            pipe = redis.pipeline(transaction=False)
-            for doc in docs[i : i + chunk]:
-                pipe.xadd(stream, {FIELD: orjson.dumps(doc)})
-            await pipe.execute()
+        await _xadd_pipelined(redis, stream, docs, chunk)
         return len(docs) / (time.perf_counter() - start)
     finally:
         await redis.aclose()

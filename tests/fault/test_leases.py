@@ -70,6 +70,13 @@ async def _read_one(worker: BaseWorker, client: BaseRedisClient) -> Delivery:
     return delivery
 
 
+async def _trim_then_renew(redis: aioredis.Redis, worker: BaseWorker, delivery: Delivery) -> None:
+    """Trim the stream under ``delivery`` (still held), then let its lease renewal come due."""
+    delivery.touched = time.monotonic() - worker.leases.period_s
+    await redis.xtrim(worker.stream, maxlen=0, approximate=False)
+    await worker.leases.renew()
+
+
 async def _pel(redis: aioredis.Redis, worker: BaseWorker) -> list[dict[str, Any]]:
     return list(await redis.xpending_range(worker.stream, worker.group, "-", "+", 100))
 
@@ -131,9 +138,7 @@ async def test_entry_trimmed_while_waiting_for_retry_is_reported_deleted(
     client = BaseRedisClient("api", redis, settings)
     delivery = await _read_one(worker, client)
     delivery.retry_at = time.monotonic() + 60
-    delivery.touched = time.monotonic() - worker.leases.period_s
-    await redis.xtrim(worker.stream, maxlen=0, approximate=False)
-    await worker.leases.renew()
+    await _trim_then_renew(redis, worker, delivery)
     assert worker.stats.deleted_while_pending == 1
     assert worker.stats.lost == 0
     assert delivery.entry_id not in worker.held
@@ -151,9 +156,7 @@ async def test_entry_trimmed_while_its_handler_runs_is_left_to_the_handler(
     worker = LeaseWorker(settings, redis, "trim-run")
     client = BaseRedisClient("api", redis, settings)
     delivery = await _read_one(worker, client)
-    delivery.touched = time.monotonic() - worker.leases.period_s
-    await redis.xtrim(worker.stream, maxlen=0, approximate=False)
-    await worker.leases.renew()
+    await _trim_then_renew(redis, worker, delivery)
     assert worker.held.get(delivery.entry_id) is delivery
     assert worker.stats.deleted_while_pending == 0 and worker.stats.lost == 0
     # Still pending: if this worker died now, a reclaimer would find and count it.
@@ -336,9 +339,7 @@ async def test_entry_trimmed_before_its_handler_ran_is_counted_after_a_crash(
     worker = LeaseWorker(settings, redis, "doomed")
     client = BaseRedisClient("api", redis, settings)
     delivery = await _read_one(worker, client)
-    delivery.touched = time.monotonic() - worker.leases.period_s
-    await redis.xtrim(worker.stream, maxlen=0, approximate=False)
-    await worker.leases.renew()
+    await _trim_then_renew(redis, worker, delivery)
     del worker  # SIGKILL
     survivor = LeaseWorker(settings, redis, "survivor")
     reclaimer = Reclaimer([survivor])
