@@ -168,7 +168,7 @@ class BaseWorker(StreamConsumer, ABC):
             if action.callback_queue_name is None:  # fire-and-forget: nothing to build
                 check_result(action, result)
                 return _ACK
-            return Ack(self._replies.writes(action, to_response(action, result)))
+            response = to_response(action, result)
         except RetryLaterError as exc:
             return Fail(ErrorDetail.from_exception(exc), delay=exc.delay)
         except (NonRetryableError, NotImplementedError) as exc:
@@ -179,6 +179,17 @@ class BaseWorker(StreamConsumer, ABC):
             return DeadLetter(reason, error, self._replies.failure_writes(action, error, status))
         except Exception as exc:
             return Fail(ErrorDetail.from_exception(exc))
+        try:
+            return Ack(self._replies.writes(action, response))
+        except PayloadTooLargeError as exc:
+            # The handler ran, but its callback is over the limit: running it again would
+            # give the same. Dead-letter it and tell the sender (the error is small).
+            error = ErrorDetail.from_exception(exc)
+            return DeadLetter(
+                DeadLetterReason.PAYLOAD_TOO_LARGE,
+                error,
+                self._replies.failure_writes(action, error, 500),
+            )
 
     def _describe(self, delivery: Delivery) -> str:
         action = delivery.payload

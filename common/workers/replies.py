@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from common.clients.queue_manager import KeyKind, ParsedKey, QueueManager
 from common.config import CommonAppSettings
-from common.errors import InvalidKeyError
+from common.errors import InvalidKeyError, MessageError
 from common.models.actions import DomainAction, DomainActionResponse, ErrorDetail
 from common.models.codec import encode_action, encode_response
 from common.workers.outcome import ListPush, StreamAdd, Write
 
 __all__ = ["ReplyBuilder", "check_result", "to_response"]
+
+logger = logging.getLogger("common.workers")
 
 
 def check_result(action: DomainAction, result: Any) -> None:
@@ -130,5 +133,8 @@ class ReplyBuilder:
         try:
             self.check_target(action)
             return self.writes(action, error_response(action, error, status_code))
-        except (InvalidKeyError, ValueError):
+        except (ValueError, MessageError) as exc:  # a foreign target, an oversized callback
+            logger.warning(
+                "cannot tell the sender of action %s that it failed: %s", action.action_id, exc
+            )
             return ()

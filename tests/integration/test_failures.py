@@ -206,6 +206,55 @@ async def test_non_retryable_error_dead_letters_at_once(
     assert record[b"reason"] == b"non_retryable"
 
 
+async def test_oversized_callback_is_dead_lettered_once_and_the_sender_told(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    """The handler ran; its result does not fit in a callback. Running it again would give the
+    same: dead-lettered after one run, and the sender gets a (small) error callback."""
+    stream, dlq, group = _keys(settings)
+    s = settings.model_copy(update={"max_payload_bytes": 4096})
+    client = BaseRedisClient("api", redis, s)
+    async with WorkerPool(CalcWorker, s, redis, num_workers=1) as pool:
+        action = DomainAction(action_type="calc.big", data={"size": 10_000})
+        await client.send_action_async_with_callback(action, "api.big_done")
+        await wait_for(lambda: _n(redis, dlq, 1))
+        await wait_for(lambda: _no_pending(redis, stream, group))
+        assert pool.workers[0].attempts[str(action.action_id)] == 1
+        assert pool.workers[0].is_running
+    await client.close()
+    [record] = await _dead_letters(redis, dlq)
+    assert record[b"reason"] == b"payload_too_large"
+    [(_, fields)] = await redis.xrange(client.own_stream)
+    callback = orjson.loads(fields[b"action"])
+    assert callback["action_type"] == "api.big_done"
+    assert callback["metadata"]["success"] is False
+    assert callback["metadata"]["in_reply_to"] == str(action.action_id)
+
+
+async def test_error_too_large_for_its_callback_still_dead_letters(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    """A handler error whose message cannot fit in the error callback: the action is still
+    dead-lettered (the sender cannot be told), and the worker goes on serving."""
+    stream, dlq, group = _keys(settings)
+    s = settings.model_copy(update={"max_payload_bytes": 4096})
+    client = BaseRedisClient("api", redis, s)
+    async with WorkerPool(CalcWorker, s, redis, num_workers=1) as pool:
+        action = DomainAction(action_type="calc.reject", data={"message": "e", "repeat": 10_000})
+        await client.send_action_async_with_callback(action, "api.reject_done")
+        await wait_for(lambda: _n(redis, dlq, 1))
+        reply = await client.send_action_pseudo_sync(
+            DomainAction(action_type="calc.add", data={"a": 1, "b": 2}), timeout=5
+        )
+        assert reply.data == {"sum": 3}
+        await wait_for(lambda: _no_pending(redis, stream, group))
+        assert pool.workers[0].is_running and pool.restarts == 0
+    await client.close()
+    [record] = await _dead_letters(redis, dlq)
+    assert record[b"reason"] == b"non_retryable"
+    assert await redis.xlen(client.own_stream) == 0
+
+
 async def test_retry_later_waits_the_requested_delay(
     settings: CommonAppSettings, redis: aioredis.Redis
 ) -> None:

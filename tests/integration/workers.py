@@ -37,7 +37,12 @@ class CalcWorker(BaseWorker):
 
     async def _handle_calc_reject(self, action: DomainAction) -> None:
         self._count(action)
-        raise NonRetryableError("bad input, never retry")
+        message = action.data.get("message", "bad input, never retry")
+        raise NonRetryableError(message * action.data.get("repeat", 1))
+
+    async def _handle_calc_big(self, action: DomainAction) -> dict[str, Any]:
+        self._count(action)
+        return {"blob": "x" * action.data["size"]}
 
     async def _handle_calc_later(self, action: DomainAction) -> dict[str, Any]:
         if self._count(action) == 1:
