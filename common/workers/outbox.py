@@ -91,9 +91,11 @@ class Outbox:
     writes: list[Write] = field(default_factory=list)
     acks: list[bytes] = field(default_factory=list)
     dead: list[tuple[Delivery, DeadLetter]] = field(default_factory=list)
+    # ACKed by a flush that then failed on its dead letters: reported by the next flush.
+    acked: list[bytes] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.acks) + len(self.dead)
+        return len(self.acks) + len(self.dead) + len(self.acked)
 
     def add_ack(self, entry_id: bytes, writes: tuple[Write, ...]) -> None:
         if writes:
@@ -121,10 +123,9 @@ class Outbox:
     async def flush(self, redis: aioredis.Redis) -> list[bytes]:
         """Write everything; return the ids settled. On a connection error nothing is lost:
         the items go back into the outbox and the error propagates (the caller retries)."""
-        if not self.acks and not self.dead and not self.writes:
+        if not len(self) and not self.writes:
             return []
-        taken = self._take()
-        writes, acks, dead = taken
+        writes, acks, dead = self._take()
         try:
             if writes or acks:
                 pipe = redis.pipeline(transaction=False)
@@ -133,13 +134,15 @@ class Outbox:
                     pipe.xack(self.stream, self.group, *acks)
                 results = await pipe.execute(raise_on_error=False)
                 self._log_errors(results)
+                self.acked += acks
                 writes, acks = [], []  # written: a retry must not repeat them
             if dead:
                 await self._flush_dead(redis, dead)
         except BaseException:
             self._restore((writes, acks, dead))
             raise
-        return taken[1] + [d.entry_id for d, _ in taken[2]]
+        settled, self.acked = self.acked, []
+        return settled + [d.entry_id for d, _ in dead]
 
     async def _flush_dead(
         self, redis: aioredis.Redis, dead: list[tuple[Delivery, DeadLetter]]
