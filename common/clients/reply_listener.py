@@ -102,9 +102,15 @@ class ReplyListener:
                 for raw in items:
                     self._deliver(raw)
                 delay = 0.05
-            except CONNECTION_ERRORS as exc:
-                logger.warning(
-                    "reply listener on %s lost Redis (%s); retrying in %.2fs", self.key, exc, delay
+            except Exception as exc:  # lost Redis, or e.g. WRONGTYPE: keep listening
+                lost = isinstance(exc, CONNECTION_ERRORS)
+                logger.log(
+                    logging.WARNING if lost else logging.ERROR,
+                    "reply listener on %s %s (%s); retrying in %.2fs",
+                    self.key,
+                    "lost Redis" if lost else "failed",
+                    exc,
+                    delay,
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

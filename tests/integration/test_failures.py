@@ -304,6 +304,29 @@ async def test_expired_deadline_is_acked_unprocessed_and_reported(
     assert record[b"reason"] == b"expired"
 
 
+async def test_reply_listener_survives_a_reply_key_of_the_wrong_type(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    """Something wrote a string where the reply list goes (WRONGTYPE on every pop): calls time
+    out, but the listener keeps going and answers again once the key is usable."""
+    client = BaseRedisClient("api", redis, settings)
+    async with WorkerPool(CalcWorker, settings, redis, num_workers=1):
+        await redis.set(client.reply_key, "not a list")
+        with pytest.raises(ActionTimeoutError):
+            await client.send_action_pseudo_sync(
+                DomainAction(action_type="calc.add", data={"a": 1, "b": 1}), timeout=0.5
+            )
+        listener = client._replies._task
+        assert listener is not None and not listener.done()
+        await redis.delete(client.reply_key)
+        again = await client.send_action_pseudo_sync(
+            DomainAction(action_type="calc.add", data={"a": 3, "b": 3}), timeout=5
+        )
+        assert client._replies._task is listener
+    await client.close()
+    assert again.data == {"sum": 6}
+
+
 async def test_pseudo_sync_timeout_then_late_reply_leaks_nothing(
     settings: CommonAppSettings, redis: aioredis.Redis
 ) -> None:
