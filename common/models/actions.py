@@ -15,8 +15,6 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationInfo,
-    field_validator,
-    model_validator,
 )
 from pydantic_core import CoreSchema, core_schema
 
@@ -37,10 +35,6 @@ def _as_utc(value: datetime | None) -> datetime | None:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
-
-
-def _id_to_str(value: Any) -> Any:
-    return str(value) if isinstance(value, UUID) else value
 
 
 class ErrorDetail(BaseModel):
@@ -93,6 +87,7 @@ if TYPE_CHECKING:
     _Target = str | None
     _Correlation = str | None
     _Trace = str | None
+    _ResponseId = str | None
     _UtcDatetime = datetime
 else:
     # Ids are strings; a UUID given in code is accepted and stored as its string. Every check
@@ -112,6 +107,7 @@ else:
     )
     _Correlation = _nullable(_IdStr, _IdUUID, derive=_correlation_of)
     _Trace = _nullable(_IdStr, _IdUUID, derive=_trace_of)
+    _ResponseId = _nullable(str, _IdUUID, derive=None)
 
     class _UtcDatetime(datetime):
         """A datetime in UTC: one with offset 0 is taken as it is (in Rust); a naive one is
@@ -171,6 +167,10 @@ def handler_name_for(action_type: str) -> str:
     return "_handle_" + action_type.replace(".", "_").replace("-", "_")
 
 
+def _success_of(data: dict[str, Any]) -> bool:
+    return bool(data["status_code"] < 400)
+
+
 class DomainActionResponse(BaseModel):
     """The answer to a pseudo-synchronous action."""
 
@@ -178,28 +178,14 @@ class DomainActionResponse(BaseModel):
 
     action_id: UUID | None = None
     action_type: str | None = None
-    correlation_id: str | None = None
-    trace_id: str | None = None
-    success: bool = True
+    correlation_id: _ResponseId = None
+    trace_id: _ResponseId = None
     status_code: int = Field(200, ge=100, le=599)
+    # Unless given, success follows the status code (a response built with only a code).
+    success: bool = Field(default_factory=_success_of)
     data: dict[str, Any] = Field(default_factory=dict)
     error: ErrorDetail | None = None
     timestamp: datetime = Field(default_factory=_utcnow)
-
-    @field_validator("correlation_id", "trace_id", mode="before")
-    @classmethod
-    def _ids_as_str(cls, value: Any) -> Any:
-        return _id_to_str(value)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _success_from_status(cls, values: Any) -> Any:
-        # A response built by hand with only a status code gets a matching `success`.
-        if isinstance(values, dict) and "success" not in values and "status_code" in values:
-            code = values["status_code"]
-            if isinstance(code, int):
-                values = {**values, "success": code < 400}
-        return values
 
     def raise_for_error(self) -> DomainActionResponse:
         """Return ``self`` if successful, else raise :class:`RemoteActionError`."""

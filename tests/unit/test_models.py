@@ -117,6 +117,16 @@ def test_seed_style_response_derives_success() -> None:
     assert info.value.status_code == 422
 
 
+def test_response_json_from_other_producers_gets_the_same_rules() -> None:
+    bare = decode_response(b'{"status_code": 404}')
+    assert not bare.success and bare.status_code == 404
+    assert decode_response(b'{"status_code": 404, "success": true}').success
+    assert decode_response(b"{}").success and decode_response(b"{}").status_code == 200
+    ids = uuid4()
+    built = DomainActionResponse(correlation_id=ids, trace_id=ids)  # type: ignore[arg-type]
+    assert built.correlation_id == str(ids) and built.trace_id == str(ids)
+
+
 def test_codec_round_trip() -> None:
     action = DomainAction(action_type="a.b", data={"n": 1, "s": "é"}, metadata={"k": [1, 2]})
     fields = encode_action(action, 10_000)
