@@ -106,7 +106,7 @@ class BaseWorker(StreamConsumer, ABC):
             await super().run()
         finally:
             if self.standalone_recovery:  # not in a pool: the client is this worker's own
-                await self.redis_client._replies.close()
+                await self.redis_client.close()
 
     async def _initialize_components(self) -> None:
         """Override to set up what handlers need (clients, caches); runs in initialize()."""

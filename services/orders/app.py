@@ -53,7 +53,7 @@ def create_app(
     """The orders app; ``settings`` default to the environment (service name: orders).
 
     ``app.state`` holds ``settings``, ``book``, ``pool`` and, while the app runs, ``client``
-    (the :class:`BaseRedisClient` that calls inventory).
+    (the pool's :class:`BaseRedisClient`, which calls inventory).
     """
     settings = service_settings(SERVICE_NAME, settings)
     book = book if book is not None else OrderBook()
@@ -62,13 +62,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with pool.lifespan(app):
-            client = BaseRedisClient(SERVICE_NAME, pool.redis, settings)
-            app.state.client = client
+            app.state.client = pool.client  # the pool's client: one reply listener per process
             try:
                 yield
             finally:
                 app.state.client = None
-                await client.close()
 
     app = FastAPI(title="orders", lifespan=lifespan)
     app.state.settings = settings

@@ -136,6 +136,32 @@ async def test_stop_interrupts_a_blocked_read_promptly(
     assert loop.time() - started < 3
 
 
+async def test_a_standalone_worker_closes_its_own_client_when_it_stops(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    """Run outside a pool, the worker's client is its own: when run() returns, the client has
+    been closed (queued sends finished, listener stopped, reply list deleted)."""
+    worker = CalcWorker(settings, redis, "alone")
+    client = worker.redis_client
+    closed: list[bool] = []
+    close = client.close
+
+    async def recording_close() -> None:
+        await close()
+        closed.append(True)
+
+    client.close = recording_close  # type: ignore[method-assign]
+    run = asyncio.create_task(worker.run())
+    reply = await client.send_action_pseudo_sync(
+        DomainAction(action_type="calc.add", data={"a": 1, "b": 2}), timeout=5
+    )
+    await worker.stop()
+    await run
+    assert reply.data == {"sum": 3}
+    assert closed == [True]
+    assert client._replies._task is None and not await redis.exists(client.reply_key)
+
+
 async def test_concurrent_handlers_within_one_worker(
     settings: CommonAppSettings, redis: aioredis.Redis
 ) -> None:
