@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from common.clients.redis_manager import CONNECTION_ERRORS, is_embedded
@@ -38,7 +38,14 @@ from common.workers.outcome import Delivery
 if TYPE_CHECKING:
     from common.workers.engine import StreamConsumer
 
-__all__ = ["LeaseKeeper"]
+__all__ = ["LeaseKeeper", "after_last"]
+
+
+def after_last(page: Sequence[Mapping[str, Any]]) -> str:
+    """Where the next XPENDING page starts: just after the last entry of ``page``."""
+    last = page[-1]["message_id"]
+    return "(" + (last.decode() if isinstance(last, bytes) else str(last))
+
 
 _RELEASE_PAGE = 1000
 _RENEW_CHUNK = 500  # entries per script call, so that one call never blocks the server long
@@ -299,8 +306,7 @@ class LeaseKeeper:
                 released += await self._release(pending)
                 if len(pending) < _RELEASE_PAGE:
                     break
-                last = pending[-1]["message_id"]
-                start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
+                start = after_last(pending)
             if released:
                 c.stats.released += released
                 c.log.info("released %d pending entries for prompt pickup", released)

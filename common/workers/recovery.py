@@ -20,6 +20,7 @@ from typing import Any
 
 from common.workers.engine import StreamConsumer
 from common.workers.hygiene import tidy_stream
+from common.workers.leases import after_last
 from common.workers.outcome import Delivery
 
 __all__ = ["Reclaimer"]
@@ -98,8 +99,7 @@ class Reclaimer:
             claimed_total += await self._claim_page(target, page)
             if len(page) < _PAGE:
                 break
-            last = page[-1]["message_id"]
-            start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
+            start = after_last(page)
         return claimed_total
 
     async def _claim_page(self, target: StreamConsumer, page: Sequence[Mapping[str, Any]]) -> int:
@@ -139,18 +139,6 @@ class Reclaimer:
 
     async def _clear_deleted(self, target: StreamConsumer, ids: list[bytes]) -> None:
         """Entries still pending but gone from the stream (trimmed, XDEL): ACK and count."""
-        pipe = self.redis.pipeline(transaction=False)
-        for entry_id in ids:
-            pipe.xrange(self.stream, entry_id, entry_id)
-        exists = await pipe.execute()
-        gone = [entry_id for entry_id, found in zip(ids, exists, strict=True) if not found]
-        if gone:
-            await self.redis.xack(self.stream, self.group, *gone)
-            self.deleted_while_pending += len(gone)
-            target.stats.deleted_while_pending += len(gone)
-            logger.warning(
-                "%s: %d pending entries were deleted from %s before being handled",
-                target.consumer,
-                len(gone),
-                self.stream,
-            )
+        gone = await target.leases._absent(ids)
+        await target.leases._forget(gone)
+        self.deleted_while_pending += len(gone)
