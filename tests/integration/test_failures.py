@@ -191,6 +191,30 @@ async def test_exhausted_retries_dead_letter_and_answer_the_caller(
     assert orjson.loads(record[b"error"])["message"] == "always fails"
 
 
+async def test_an_entry_whose_consumers_keep_dying_is_dead_lettered_unrun(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    """Poison that kills its consumer: each crash leaves a delivery counted by Redis. Once the
+    count passes max_retries, the reclaiming worker dead-letters it without running it."""
+    stream, dlq, group = _keys(settings)
+    s = settings.model_copy(update={"max_retries": 2, "visibility_timeout_s": 0.5})
+    client = BaseRedisClient("api", redis, s)
+    await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    entry_id = await client.send_action_async(
+        DomainAction(action_type="calc.add", data={"a": 1, "b": 1})
+    )
+    await redis.xreadgroup(group, "ghost", {stream: ">"}, count=1)  # delivery 1: it died
+    await redis.xclaim(stream, group, "ghost", 0, [entry_id])  # delivery 2: died again
+    async with WorkerPool(CalcWorker, s, redis, num_workers=1) as pool:
+        await wait_for(lambda: _n(redis, dlq, 1))
+        await wait_for(lambda: _no_pending(redis, stream, group))
+        assert pool.workers[0].handled == []
+    await client.close()
+    [record] = await _dead_letters(redis, dlq)
+    assert record[b"reason"] == b"max_retries" and record[b"retries"] == b"3"
+    assert orjson.loads(record[b"error"])["error_type"] == "DeliveryLimitExceeded"
+
+
 async def test_non_retryable_error_dead_letters_at_once(
     settings: CommonAppSettings, redis: aioredis.Redis
 ) -> None:
