@@ -9,13 +9,14 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.errors import ConfigurationError
+from common.naming import KEY_SEGMENT, SERVICE_NAME
 
 __all__ = ["CommonAppSettings", "RetryBackoff", "load_settings"]
 
 RetryBackoff = Literal["exponential", "linear", "fixed"]
 
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_NAME_RE = re.compile(rf"^{SERVICE_NAME}$")
+_PREFIX_RE = re.compile(rf"^{KEY_SEGMENT}$")
 _URL_SCHEMES = (
     "redis://",
     "rediss://",

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from common.errors import InvalidKeyError
+from common.naming import KEY_SEGMENT, SERVICE_NAME
 
 __all__ = ["KeyKind", "ParsedKey", "QueueManager"]
 
-_SEGMENT = r"[A-Za-z0-9_-]{1,32}"
-_SERVICE = r"[a-z][a-z0-9_-]{0,62}"
 _CLIENT = r"[A-Za-z0-9_-]{1,64}"
 
 
@@ -47,15 +46,15 @@ class QueueManager:
     """Names keys for one ``prefix`` and ``environment``, and validates keys found in messages."""
 
     def __init__(self, prefix: str = "app", environment: str = "dev") -> None:
-        if not re.fullmatch(_SEGMENT, prefix):
+        if not re.fullmatch(KEY_SEGMENT, prefix):
             raise InvalidKeyError(f"invalid queue prefix {prefix!r}")
-        if not re.fullmatch(_SEGMENT, environment):
+        if not re.fullmatch(KEY_SEGMENT, environment):
             raise InvalidKeyError(f"invalid environment {environment!r}")
         self.prefix = prefix
         self.environment = environment
         self._base = f"{prefix}:{environment}"
         self._pattern = re.compile(
-            rf"^{re.escape(self._base)}:\{{(?P<service>{_SERVICE})\}}:"
+            rf"^{re.escape(self._base)}:\{{(?P<service>{SERVICE_NAME})\}}:"
             rf"(?:(?P<kind>actions|dlq)|reply:(?P<client>{_CLIENT}))$"
         )
 
@@ -64,7 +63,7 @@ class QueueManager:
 
     @staticmethod
     def _check_service(service: str) -> str:
-        if not re.fullmatch(_SERVICE, service):
+        if not re.fullmatch(SERVICE_NAME, service):
             raise InvalidKeyError(f"invalid service name {service!r}")
         return service
 

@@ -19,6 +19,7 @@ from pydantic import (
 from pydantic_core import CoreSchema, core_schema
 
 from common.errors import RemoteActionError
+from common.naming import SERVICE_NAME
 
 __all__ = ["ACTION_TYPE_PATTERN", "DomainAction", "DomainActionResponse", "ErrorDetail"]
 
@@ -51,7 +52,7 @@ class ErrorDetail(BaseModel):
         return cls(error_type=type(exc).__name__, message=str(exc) or repr(exc), details=details)
 
 
-_SERVICE_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+_SERVICE_PATTERN = rf"^{SERVICE_NAME}$"
 
 
 def _from_action_id(data: dict[str, Any], derive: Callable[[UUID], str]) -> str | None:
