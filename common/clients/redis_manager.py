@@ -18,7 +18,7 @@ from common.clients.pool import LeanConnectionPool
 from common.config import CommonAppSettings
 from common.errors import ConfigurationError, WorkerStateError
 
-__all__ = ["CONNECTION_ERRORS", "RedisManager", "is_embedded", "is_memory_url"]
+__all__ = ["CONNECTION_ERRORS", "RedisManager", "is_embedded", "is_memory_url", "redact_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +75,6 @@ class RedisManager:
     def url(self) -> str:
         return self.settings.redis_url
 
-    @property
-    def is_memory(self) -> bool:
-        return is_memory_url(self.url)
-
     async def initialize(self) -> RedisManager:
         """Create the pool and check the server answers (idempotent)."""
         if self._client is not None:
@@ -90,7 +86,7 @@ class RedisManager:
             await client.aclose()
             raise
         self._client = client
-        logger.info("redis connected: %s", _redact(self.url))
+        logger.info("redis connected: %s", redact_url(self.url))
         return self
 
     def get_client(self) -> aioredis.Redis:
@@ -167,7 +163,8 @@ class RedisManager:
         return client
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``, for logs and reports."""
     parts = urlsplit(url)
     if parts.password:
         return url.replace(f":{parts.password}@", ":***@")

@@ -42,10 +42,6 @@ class ReplyListener:
         if self._embedded:
             self.block_s = min(block_s, 0.25)
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._waiters)
-
     def expect(self, action_id: UUID) -> asyncio.Future[DomainActionResponse]:
         """Register interest in the reply to ``action_id``; starts the listener if needed."""
         loop = asyncio.get_running_loop()

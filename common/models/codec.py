@@ -16,6 +16,7 @@ from common.models.actions import DomainAction, DomainActionResponse
 
 __all__ = [
     "ACTION_FIELD",
+    "ACTION_FIELD_BYTES",
     "decode_action",
     "decode_response",
     "dumps",
@@ -24,7 +25,7 @@ __all__ = [
 ]
 
 ACTION_FIELD = "action"
-_ACTION_FIELD_B = ACTION_FIELD.encode()
+ACTION_FIELD_BYTES = ACTION_FIELD.encode()  # the same, as stream entries come back from Redis
 # The compiled validators, called directly: model_validate_json adds a Python frame per call.
 _validate_action = DomainAction.__pydantic_validator__.validate_json
 _validate_response = DomainActionResponse.__pydantic_validator__.validate_json
@@ -45,7 +46,7 @@ def encode_action(action: DomainAction, max_bytes: int) -> dict[str, bytes]:
 
 def decode_action(fields: dict[bytes, bytes], max_bytes: int) -> DomainAction:
     """Validate a stream entry into a :class:`DomainAction` or raise a ``MessageError``."""
-    raw = fields.get(_ACTION_FIELD_B)
+    raw = fields.get(ACTION_FIELD_BYTES)
     if raw is None:
         present = sorted(k.decode("utf-8", "replace") for k in fields)
         raise MalformedMessageError(f"entry has no {ACTION_FIELD!r} field (fields: {present})")

@@ -22,7 +22,7 @@ from common.errors import (
     UnknownActionError,
 )
 from common.models.actions import DomainAction, DomainActionResponse, ErrorDetail
-from common.models.codec import decode_action
+from common.models.codec import ACTION_FIELD_BYTES, decode_action
 from common.workers.engine import StreamConsumer
 from common.workers.outcome import Ack, DeadLetter, DeadLetterReason, Delivery, Fail, Outcome, Write
 from common.workers.replies import ReplyBuilder, check_result, to_response
@@ -217,7 +217,7 @@ class BaseWorker(StreamConsumer, ABC):
 
 def _salvage(delivery: Delivery) -> DomainAction | None:
     """From an invalid action, recover just enough (id, reply target) to answer its caller."""
-    raw = delivery.fields.get(b"action")
+    raw = delivery.fields.get(ACTION_FIELD_BYTES)
     try:
         doc = orjson.loads(raw) if raw is not None else None
         if not isinstance(doc, dict) or not isinstance(doc.get("callback_queue_name"), str):

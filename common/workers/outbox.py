@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
-from common.models.codec import dumps
+from common.models.codec import ACTION_FIELD_BYTES, dumps
 from common.workers.outcome import DeadLetter, Delivery, ListPush, Write
 
 __all__ = ["Outbox", "dead_letter_fields"]
@@ -33,7 +33,7 @@ def dead_letter_fields(
     stream: str, delivery: Delivery, dead: DeadLetter, worker: str
 ) -> dict[str, bytes | str]:
     """The dead-letter record: ``{original, error, worker, retries, reason, ...}``."""
-    raw = delivery.fields.get(b"action")
+    raw = delivery.fields.get(ACTION_FIELD_BYTES)
     if raw is None:
         raw = dumps(
             {

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from common.clients.queue_manager import QueueManager
-from common.clients.redis_manager import RedisManager
+from common.clients.redis_manager import RedisManager, redact_url
 from common.config import CommonAppSettings, load_settings
 from common.errors import ConfigurationError
 from services.demo.progress import follow
@@ -87,7 +87,7 @@ async def amain(args: argparse.Namespace) -> int:
         actions=args.actions, concurrency=args.concurrency, timeout_s=args.timeout
     )
     scenario = Scenario(settings, options)
-    where = settings.redis_url.split("@")[-1]
+    where = redact_url(settings.redis_url)
     try:
         if not (args.quiet or args.json):
             err.print(

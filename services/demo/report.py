@@ -6,11 +6,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.table import Table
 
+from common.clients.redis_manager import redact_url
 from services.demo.scenario import SKUS, DemoResult
 
 __all__ = ["Check", "checks", "percentile", "render", "summary"]
@@ -129,18 +129,13 @@ def _latency_ms(values: Sequence[float]) -> dict[str, float | int | None]:
     }
 
 
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    return url.replace(f":{parts.password}@", ":***@") if parts.password else url
-
-
 def summary(r: DemoResult) -> dict[str, Any]:
     """The run as plain data (``--json``)."""
     all_checks = checks(r)
     return {
         "ok": all(c.ok for c in all_checks),
         "elapsed_s": round(r.elapsed_s, 3),
-        "redis_url": _redact(r.settings.redis_url),
+        "redis_url": redact_url(r.settings.redis_url),
         "queue_prefix": r.settings.queue_prefix,
         "plan": asdict(r.plan),
         "checks": [asdict(c) for c in all_checks],
@@ -201,7 +196,7 @@ def render(r: DemoResult, console: Console) -> bool:
     for error in r.errors:
         console.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
     failed = [c for c in all_checks if not c.ok]
-    where = f"{_redact(r.settings.redis_url)} (prefix {r.settings.queue_prefix})"
+    where = f"{redact_url(r.settings.redis_url)} (prefix {r.settings.queue_prefix})"
     if failed:
         console.print(
             f"[bold red]{len(failed)} of {len(all_checks)} checks FAILED[/] "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from common.clients.redis_manager import RedisManager, _redact
+from common.clients.redis_manager import RedisManager, redact_url
 from common.config import CommonAppSettings
 from common.errors import ConfigurationError, WorkerStateError
 
@@ -39,5 +39,5 @@ async def test_unreachable_server_fails_at_initialize_and_leaves_no_client() -> 
 
 
 def test_passwords_are_redacted_in_logs() -> None:
-    assert _redact("redis://user:s3cret@host:6379/0") == "redis://user:***@host:6379/0"
-    assert _redact("redis://host:6379/0") == "redis://host:6379/0"
+    assert redact_url("redis://user:s3cret@host:6379/0") == "redis://user:***@host:6379/0"
+    assert redact_url("redis://host:6379/0") == "redis://host:6379/0"
