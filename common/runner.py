@@ -12,7 +12,7 @@ import logging
 import signal
 from typing import Any
 
-from common.config import CommonAppSettings
+from common.config import CommonAppSettings, load_settings
 from common.errors import ConfigurationError
 from common.workers.base_worker import BaseWorker
 from common.workers.pool import WorkerPool
@@ -78,7 +78,7 @@ async def run_pool(
 def serve(target: str, settings: CommonAppSettings | None = None, **kwargs: Any) -> None:
     """Blocking entry point: ``serve("app.workers:UserWorker")``; uvloop when installed."""
     worker_class = import_worker_class(target)
-    settings = settings or CommonAppSettings()
+    settings = settings or load_settings()
     try:
         import uvloop
 

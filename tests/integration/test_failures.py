@@ -351,6 +351,18 @@ async def test_reply_listener_survives_a_reply_key_of_the_wrong_type(
     assert again.data == {"sum": 6}
 
 
+@pytest.mark.parametrize("timeout", [0, -1.0])
+async def test_pseudo_sync_refuses_a_timeout_that_is_not_positive(
+    settings: CommonAppSettings, redis: aioredis.Redis, timeout: float
+) -> None:
+    stream, _, _ = _keys(settings)
+    client = BaseRedisClient("api", redis, settings)
+    with pytest.raises(ValueError, match="timeout must be > 0"):
+        await client.send_action_pseudo_sync(DomainAction(action_type="calc.add"), timeout=timeout)
+    await client.close()
+    assert await redis.xlen(stream) == 0  # nothing was sent
+
+
 async def test_pseudo_sync_timeout_then_late_reply_leaks_nothing(
     settings: CommonAppSettings, redis: aioredis.Redis
 ) -> None:

@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _start(
-    settings: CommonAppSettings, target: str = "tests.integration.workers:CalcWorker"
+    settings: CommonAppSettings,
+    target: str = "tests.integration.workers:CalcWorker",
+    **extra_env: str,
 ) -> subprocess.Popen[str]:
     env = {
         **os.environ,
@@ -28,6 +30,7 @@ def _start(
         "WORKER_BLOCK_MS": "100",
         "SHUTDOWN_GRACE_S": "10",
         "PYTHONPATH": str(ROOT),
+        **extra_env,
     }
     return subprocess.Popen(
         [sys.executable, "-m", "common", "run", target, "--workers", "2"],
@@ -80,8 +83,25 @@ async def _pending(redis: aioredis.Redis, stream: str, n: int) -> bool:
     return (await redis.xpending(stream, "calc-group"))["pending"] == n
 
 
-def test_bad_target_exits_with_a_clear_error(settings: CommonAppSettings) -> None:
-    proc = _start(settings, target="tests.integration.workers:Nope")
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("tests.integration.workers:Nope", "is not a BaseWorker subclass"),
+        ("tests.integration.workers", "expected 'module:WorkerClass'"),
+        ("tests.no_such_module:Worker", "cannot import 'tests.no_such_module'"),
+    ],
+)
+def test_bad_target_exits_with_a_clear_error(
+    settings: CommonAppSettings, target: str, message: str
+) -> None:
+    proc = _start(settings, target=target)
     output = proc.communicate(timeout=30)[0]
     assert proc.returncode == 2
-    assert "is not a BaseWorker subclass" in output
+    assert message in output
+
+
+def test_bad_setting_in_the_environment_exits_naming_it(settings: CommonAppSettings) -> None:
+    proc = _start(settings, WORKER_BATCH_SIZE="0")
+    output = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 2
+    assert "worker_batch_size" in output and "Traceback" not in output
