@@ -77,6 +77,12 @@ async def _trim_then_renew(redis: aioredis.Redis, worker: BaseWorker, delivery: 
     await worker.leases.renew()
 
 
+async def _holding(one_conn: aioredis.Redis) -> None:
+    """Wait until another task has taken the only connection of ``one_conn``."""
+    pool = one_conn.connection_pool
+    await wait_for(lambda: pool._in_use_connections, interval=0.001)  # type: ignore[attr-defined]
+
+
 async def _pel(redis: aioredis.Redis, worker: BaseWorker) -> list[dict[str, Any]]:
     return list(await redis.xpending_range(worker.stream, worker.group, "-", "+", 100))
 
@@ -97,7 +103,7 @@ async def test_slow_round_trip_does_not_lose_own_lease(
         await one_conn.blpop([f"{settings.queue_prefix}:nothing"], timeout=0.15)
 
     holder = asyncio.create_task(hold_connection())
-    await asyncio.sleep(0.01)  # the holder has the connection now
+    await _holding(one_conn)
     claimed = await worker.leases.claim([delivery], justid=True)  # waits ~0.14 s to execute
     await holder
     assert delivery.entry_id in claimed
@@ -295,7 +301,7 @@ async def test_a_caller_resetting_touched_to_before_its_claim_cannot_break_the_l
     delivery = await _read_one(worker, client)
     started = time.monotonic()
     holder = asyncio.create_task(one_conn.blpop([f"{settings.queue_prefix}:nothing"], timeout=0.15))
-    await asyncio.sleep(0.01)
+    await _holding(one_conn)
     assert await worker.leases.claim([delivery], justid=False)
     await holder
     delivery.touched = started  # what the engine's _claim_due_retries does

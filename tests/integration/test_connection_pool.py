@@ -12,6 +12,7 @@ from redis.exceptions import DataError
 
 from common.clients.pool import LeanConnectionPool
 from common.testing import RedisServer
+from tests.helpers import wait_for
 
 
 async def test_callers_past_the_limit_wait_and_all_succeed(redis_server: RedisServer) -> None:
@@ -32,7 +33,7 @@ async def test_waiting_longer_than_the_timeout_fails_clearly(redis_server: Redis
     client = aioredis.Redis.from_pool(pool)
     try:
         blocker = asyncio.create_task(client.blpop(["nothing"], timeout=1))
-        await asyncio.sleep(0.05)
+        await wait_for(lambda: pool._in_use_connections, interval=0.001)  # the blocker has it
         with pytest.raises(RedisConnectionError, match="No connection available"):
             await client.ping()
         assert await blocker is None
@@ -41,12 +42,24 @@ async def test_waiting_longer_than_the_timeout_fails_clearly(redis_server: Redis
         await client.aclose()
 
 
-async def test_a_cancelled_command_leaves_a_usable_pool(redis_server: RedisServer) -> None:
+async def _blocked_clients(redis: aioredis.Redis) -> int:
+    return int((await redis.info("clients"))["blocked_clients"])
+
+
+async def _more_blocked(redis: aioredis.Redis, than: int) -> bool:
+    return await _blocked_clients(redis) > than
+
+
+async def test_a_cancelled_command_leaves_a_usable_pool(
+    redis_server: RedisServer, redis: aioredis.Redis
+) -> None:
     pool = LeanConnectionPool.from_url(redis_server.url, max_connections=1, timeout=5)
     client = aioredis.Redis.from_pool(pool)
     try:
+        blocked = await _blocked_clients(redis)
         task = asyncio.create_task(client.blpop(["nothing"], timeout=5))
-        await asyncio.sleep(0.05)
+        # Cancelled while the server holds it blocked (not while it connects).
+        await wait_for(lambda: _more_blocked(redis, blocked), interval=0.001)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
