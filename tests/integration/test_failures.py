@@ -309,6 +309,23 @@ async def test_bad_handler_return_type_is_a_failure(
     assert "expected dict" in reply.error.message
 
 
+async def test_bad_return_type_of_a_fire_and_forget_action_is_a_failure_too(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    """No reply is built for it, yet the result is still checked: not ACKed as a success."""
+    _, dlq, _ = _keys(settings)
+    s = settings.model_copy(update={"max_retries": 2})
+    client = BaseRedisClient("api", redis, s)
+    async with WorkerPool(CalcWorker, s, redis, num_workers=1) as pool:
+        await client.send_action_async(DomainAction(action_type="calc.bad_return"))
+        await wait_for(lambda: _n(redis, dlq, 1))
+        assert pool.workers[0].stats.handled == 0
+    await client.close()
+    [record] = await _dead_letters(redis, dlq)
+    assert record[b"reason"] == b"max_retries"
+    assert "expected dict" in orjson.loads(record[b"error"])["message"]
+
+
 async def test_expired_deadline_is_acked_unprocessed_and_reported(
     settings: CommonAppSettings, redis: aioredis.Redis
 ) -> None:
