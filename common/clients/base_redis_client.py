@@ -10,19 +10,22 @@ from types import TracebackType
 from typing import Any
 
 import redis.asyncio as aioredis
+from pydantic import TypeAdapter
 from redis.exceptions import ResponseError
 
 from common.clients.queue_manager import QueueManager
 from common.clients.reply_listener import ReplyListener
 from common.config import CommonAppSettings
 from common.errors import ActionTimeoutError
-from common.models.actions import DomainAction, DomainActionResponse
+from common.models.actions import ActionType, DomainAction, DomainActionResponse
 from common.models.codec import encode_action
 
 __all__ = ["BaseRedisClient"]
 
 
 _Queued = tuple[str, dict[str, bytes], asyncio.Future[str]]  # stream, fields, caller
+# DomainAction's check of callback_action_type, for a value set with model_copy.
+_ACTION_TYPE: TypeAdapter[str] = TypeAdapter(ActionType)
 
 
 def _entry_id(raw: Any) -> str:
@@ -80,7 +83,9 @@ class BaseRedisClient:
 
     async def send_action_async(self, action: DomainAction) -> str:
         """Append ``action`` to its target's stream; returns the stream entry id."""
-        action = self._stamp(action)
+        return await self._send(self._stamp(action))
+
+    async def _send(self, action: DomainAction) -> str:
         fields = encode_action(action, self.settings.max_payload_bytes)
         return await self._xadd(self.stream_for(action), fields)
 
@@ -179,14 +184,10 @@ class BaseRedisClient:
         stream = (
             self.queues.action_stream(callback_service) if callback_service else self.own_stream
         )
-        action = DomainAction.model_validate(
-            {
-                **action.model_dump(),
-                "callback_queue_name": stream,
-                "callback_action_type": callback_action_type,
-            }
+        callback_type = _ACTION_TYPE.validate_python(callback_action_type)
+        return await self._send(
+            self._stamp(action, callback_queue_name=stream, callback_action_type=callback_type)
         )
-        return await self.send_action_async(action)
 
     async def send_action_pseudo_sync(
         self, action: DomainAction, timeout: float = 30.0

@@ -21,9 +21,17 @@ from pydantic_core import CoreSchema, core_schema
 from common.errors import RemoteActionError
 from common.naming import SERVICE_NAME
 
-__all__ = ["ACTION_TYPE_PATTERN", "DomainAction", "DomainActionResponse", "ErrorDetail"]
+__all__ = [
+    "ACTION_TYPE_PATTERN",
+    "ActionType",
+    "DomainAction",
+    "DomainActionResponse",
+    "ErrorDetail",
+]
 
 ACTION_TYPE_PATTERN = r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)+$"
+# A dotted lowercase action type, e.g. ``user.create``.
+ActionType = Annotated[str, StringConstraints(max_length=200, pattern=ACTION_TYPE_PATTERN)]
 
 
 def _utcnow() -> datetime:
@@ -140,7 +148,7 @@ class DomainAction(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     action_id: UUID = Field(default_factory=uuid4)
-    action_type: str = Field(max_length=200, pattern=ACTION_TYPE_PATTERN)
+    action_type: ActionType
     timestamp: _UtcDatetime = Field(default_factory=_utcnow)
     origin_service: str | None = Field(None, pattern=_SERVICE_PATTERN)
     target_service: _Target = Field(default_factory=_target_of)
@@ -150,7 +158,7 @@ class DomainAction(BaseModel):
     user_id: _Id = None
     session_id: _Id = None
     callback_queue_name: str | None = Field(None, max_length=512)
-    callback_action_type: str | None = Field(None, max_length=200, pattern=ACTION_TYPE_PATTERN)
+    callback_action_type: ActionType | None = None
     deadline: _UtcDatetime | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)

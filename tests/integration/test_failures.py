@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from pydantic import ValidationError
 
 from common import (
     ActionTimeoutError,
@@ -420,6 +421,19 @@ async def test_oversized_send_is_refused_by_the_client(
     client = BaseRedisClient("api", redis, s)
     with pytest.raises(PayloadTooLargeError):
         await client.send_action_async(DomainAction(action_type="calc.add", data={"x": "y" * 2000}))
+    stream, _, _ = _keys(settings)
+    assert await redis.xlen(stream) == 0
+
+
+@pytest.mark.parametrize("callback_type", ["Not.Valid", "nodot", "x" * 199 + ".y"])
+async def test_invalid_callback_type_is_refused_by_the_client(
+    settings: CommonAppSettings, redis: aioredis.Redis, callback_type: str
+) -> None:
+    client = BaseRedisClient("api", redis, settings)
+    with pytest.raises(ValidationError):
+        await client.send_action_async_with_callback(
+            DomainAction(action_type="calc.add"), callback_type
+        )
     stream, _, _ = _keys(settings)
     assert await redis.xlen(stream) == 0
 
