@@ -91,7 +91,8 @@ class LeaseKeeper:
     ) -> dict[bytes, dict[bytes, bytes] | None]:
         """XCLAIM each delivery to this consumer if it still is ours; returns what was claimed
         (fields, or None with ``justid``). Without ``justid`` Redis counts a new delivery: that
-        is a retry, and a retry of an entry deleted meanwhile is counted as deleted.
+        is a retry: one of an entry deleted meanwhile is counted as deleted, one that another
+        consumer took over as lost.
 
         A retry claim never raises on a lost connection: it claims nothing, so the caller drops
         the entries, which stay pending (unrenewed) and are reclaimed after the visibility
@@ -103,7 +104,11 @@ class LeaseKeeper:
         try:
             claimed, missing = await self._claim(deliveries, justid=justid)
             if missing and not justid:
-                await self._forget(await self._absent(d.entry_id for d in missing))
+                gone = await self._absent(d.entry_id for d in missing)
+                await self._forget(gone)
+                for d in missing:
+                    if d.entry_id not in gone:
+                        self._lose(d)
         except CONNECTION_ERRORS as exc:
             if justid:
                 raise
@@ -146,6 +151,13 @@ class LeaseKeeper:
             d.touched = now
             self._reset_at[d.entry_id] = now
         return claimed, missing
+
+    def _lose(self, d: Delivery) -> None:
+        """``d`` was taken over by another consumer: stop holding it, and count it."""
+        c = self.consumer
+        c.log.warning("lost entry %s to another consumer", d.entry_id.decode())
+        c.stats.lost += 1
+        c.held.pop(d.entry_id, None)
 
     async def _absent(self, entry_ids: Iterable[bytes]) -> set[bytes]:
         """The entries of ``entry_ids`` that no longer exist in the stream."""
@@ -236,9 +248,7 @@ class LeaseKeeper:
             if d.entry_id in renewed or c.held.get(d.entry_id) is not d:
                 continue  # renewed, or settled (ACKed) while the claim was on its way
             if d.entry_id in taken:
-                c.log.warning("lost entry %s to another consumer", d.entry_id.decode())
-                c.stats.lost += 1
-                c.held.pop(d.entry_id, None)
+                self._lose(d)
             elif d.retry_at is not None:
                 forget.append(d.entry_id)  # its retry can never run
                 c.held.pop(d.entry_id, None)
@@ -266,9 +276,7 @@ class LeaseKeeper:
         self.gone |= deleted
         for d in doubtful:
             if d.entry_id in taken and c.held.get(d.entry_id) is d:
-                c.log.warning("lost entry %s to another consumer", d.entry_id.decode())
-                c.stats.lost += 1
-                c.held.pop(d.entry_id, None)
+                self._lose(d)
         return [d for d in deliveries if d.entry_id not in taken]
 
     @contextlib.asynccontextmanager

@@ -133,19 +133,15 @@ class Settlement:
         if not due:
             return []
         # Claim them again (not JUSTID): Redis counts the new delivery, which survives a crash.
-        # The lease keeper counts those trimmed meanwhile; the others were taken over.
-        deleted_before = self.stats.deleted_while_pending
+        # The lease keeper counts those trimmed or taken over meanwhile.
         fresh = await self.leases.claim(due, justid=False)
         batch = []
-        missing = 0
         for delivery in due:
             delivery.retry_at = None
             if delivery.entry_id not in fresh:
                 self.held.pop(delivery.entry_id, None)
-                missing += 1
                 continue
             delivery.attempt += 1
             batch.append(delivery)
-        self.stats.lost += max(0, missing - (self.stats.deleted_while_pending - deleted_before))
         self.stats.retried += len(batch)
         return batch

@@ -218,7 +218,25 @@ async def test_retry_claim_failing_on_connection_error_does_not_strand_the_entry
         await wait_for(lambda: worker.calls.get(aid) == 2, timeout=bound)
         report("retry claim after connection error", rerun_after_s=time.monotonic() - injected[0])
         await wait_for(lambda: _pending_zero(pool.redis, worker), timeout=5)
+        assert worker.stats.lost == 0  # not taken by another consumer: just not claimed
         await client.close()
+
+
+async def test_a_due_retry_taken_over_meanwhile_is_counted_lost_not_deleted(
+    redis_server: RedisServer, redis: aioredis.Redis
+) -> None:
+    settings = _settings(redis_server)
+    worker = LeaseWorker(settings, redis, "retrier")
+    client = BaseRedisClient("api", redis, settings)
+    delivery = await _read_one(worker, client)
+    delivery.touched = time.monotonic() - 5  # its retry waited 5 s (no renewal meanwhile)
+    delivery.retry_at = time.monotonic()
+    worker._retries.append((delivery.retry_at, delivery.entry_id))
+    await redis.xclaim(worker.stream, worker.group, "other", 0, [delivery.entry_id])
+    assert await worker._claim_due_retries() == []
+    assert worker.stats.lost == 1 and worker.stats.deleted_while_pending == 0
+    assert delivery.entry_id not in worker.held
+    await client.close()
 
 
 async def _pending_zero(redis: aioredis.Redis, worker: BaseWorker) -> bool:
