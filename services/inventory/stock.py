@@ -45,13 +45,6 @@ class StockLedger:
     def available(self, sku: str) -> int:
         return self._available.get(sku, 0)
 
-    def snapshot(self) -> dict[str, int]:
-        return dict(self._available)
-
-    @property
-    def restocks_applied(self) -> int:
-        return len(self._restock_keys)
-
     def has_restock(self, key: str) -> bool:
         return key in self._restock_keys
 

@@ -39,9 +39,6 @@ class OrderBook:
         self._orders: dict[str, Order] = {}
         self.callbacks_received = 0
 
-    def __len__(self) -> int:
-        return len(self._orders)
-
     def __iter__(self) -> Iterator[Order]:
         return iter(list(self._orders.values()))
 
@@ -56,6 +53,3 @@ class OrderBook:
         """Record the outcome of ``order_id`` (a repeated callback just overwrites it)."""
         current = self._orders.get(order_id) or Order(order_id=order_id)
         return self.put(current.model_copy(update={"status": status, **fields}))
-
-    def count(self, status: OrderStatus) -> int:
-        return sum(1 for o in self._orders.values() if o.status is status)
