@@ -14,6 +14,7 @@
      │    └── RetryLaterError        retry after ``delay`` seconds
      ├── ActionTimeoutError          a pseudo-sync call got no reply in time
      ├── RemoteActionError           a pseudo-sync call got an error reply
+     ├── PartialSendError            some actions of a batch send were not appended
      └── WorkerStateError            a worker or client used in the wrong state
 """
 
@@ -33,6 +34,7 @@ __all__ = [
     "MalformedMessageError",
     "MessageError",
     "NonRetryableError",
+    "PartialSendError",
     "PayloadTooLargeError",
     "RemoteActionError",
     "RetryLaterError",
@@ -114,6 +116,19 @@ class RemoteActionError(CommonError):
         super().__init__(f"{kind} ({status_code}): {message}")
         self.error = error
         self.status_code = status_code
+
+
+class PartialSendError(CommonError):
+    """A batch send appended some actions and not others.
+
+    ``entry_ids`` has, in order, the entry id of each action that was appended and None for
+    each one that was not; ``errors`` has Redis's error for each of those. Resend only the
+    actions whose id is None: the others are on their streams already."""
+
+    def __init__(self, entry_ids: list[str | None], errors: list[Exception]) -> None:
+        super().__init__(f"{len(errors)} of {len(entry_ids)} actions were not sent: {errors[0]}")
+        self.entry_ids = entry_ids
+        self.errors = errors
 
 
 class WorkerStateError(CommonError, RuntimeError):

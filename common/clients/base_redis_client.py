@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 from common.clients.queue_manager import QueueManager
 from common.clients.reply_listener import ReplyListener
 from common.config import CommonAppSettings
-from common.errors import ActionTimeoutError
+from common.errors import ActionTimeoutError, PartialSendError
 from common.models.actions import ActionType, DomainAction, DomainActionResponse
 from common.models.codec import encode_action
 
@@ -164,14 +164,21 @@ class BaseRedisClient:
                 future.set_result(_entry_id(result))
 
     async def send_actions_async(self, actions: Iterable[DomainAction]) -> list[str]:
-        """Send many actions in one pipelined round trip; returns their entry ids in order."""
+        """Send many actions in one pipelined round trip; returns their entry ids in order.
+
+        Every action is encoded (and size-checked) before anything is sent. If Redis refuses
+        some of the appends, :class:`PartialSendError` says which ones went out."""
         limit = self.settings.max_payload_bytes
         pipe = self.redis.pipeline(transaction=False)
         for action in actions:
             action = self._stamp(action)
             pipe.xadd(self.stream_for(action), encode_action(action, limit))  # type: ignore[arg-type]
-        ids = await pipe.execute()
-        return [_entry_id(i) for i in ids]
+        results = await pipe.execute(raise_on_error=False)
+        errors = [r for r in results if isinstance(r, Exception)]
+        if errors:
+            ids = [None if isinstance(r, Exception) else _entry_id(r) for r in results]
+            raise PartialSendError(ids, errors)
+        return [_entry_id(r) for r in results]
 
     async def send_action_async_with_callback(
         self, action: DomainAction, callback_action_type: str, callback_service: str | None = None

@@ -16,6 +16,7 @@ from common import (
     BaseRedisClient,
     CommonAppSettings,
     DomainAction,
+    PartialSendError,
     PayloadTooLargeError,
     WorkerPool,
 )
@@ -423,6 +424,27 @@ async def test_oversized_send_is_refused_by_the_client(
         await client.send_action_async(DomainAction(action_type="calc.add", data={"x": "y" * 2000}))
     stream, _, _ = _keys(settings)
     assert await redis.xlen(stream) == 0
+
+
+async def test_a_batch_send_that_redis_partly_refuses_says_which_actions_went_out(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    client = BaseRedisClient("api", redis, settings)
+    blocked = QueueManager(settings.queue_prefix, settings.environment).action_stream("blocked")
+    await redis.set(blocked, "not a stream")  # XADD to it fails with WRONGTYPE
+    actions = [
+        DomainAction(action_type="calc.add"),
+        DomainAction(action_type="blocked.do"),
+        DomainAction(action_type="calc.add"),
+    ]
+    with pytest.raises(PartialSendError) as info:
+        await client.send_actions_async(actions)
+    await client.close()
+    ids = info.value.entry_ids
+    assert ids[1] is None and ids[0] is not None and ids[2] is not None
+    assert len(info.value.errors) == 1 and "WRONGTYPE" in str(info.value.errors[0])
+    stream, _, _ = _keys(settings)
+    assert [e.decode() for e, _ in await redis.xrange(stream)] == [ids[0], ids[2]]
 
 
 @pytest.mark.parametrize("callback_type", ["Not.Valid", "nodot", "x" * 199 + ".y"])
