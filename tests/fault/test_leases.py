@@ -393,3 +393,38 @@ async def test_entry_trimmed_before_its_retry_is_counted_once(redis_server: Redi
         await wait_for(lambda: _pending_zero(pool.redis, worker), timeout=5)
         await client.close()
     assert worker.stats.lost == 0
+
+
+@pytest.mark.parametrize("loop", ["reclaim", "renew"])
+async def test_a_failed_background_pass_is_logged_and_the_loop_goes_on(
+    redis_server: RedisServer,
+    redis: aioredis.Redis,
+    loop: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The reclaim loop and the lease loop survive a pass that raises: one bad pass (a lost
+    connection, a script error) must not end recovery or renewal for good."""
+    settings = _settings(redis_server, claim_interval_s=0.05, visibility_timeout_s=0.15)
+    worker = LeaseWorker(settings, redis, f"loop-{loop}")
+    await worker.initialize()
+    target: Any = Reclaimer([worker]) if loop == "reclaim" else worker.leases
+    name = "reclaim_once" if loop == "reclaim" else "renew"
+    real = getattr(target, name)
+    passes: list[int] = []
+
+    async def flaky() -> Any:
+        passes.append(1)
+        if len(passes) == 1:
+            raise RedisConnectionError("injected: connection reset by peer")
+        return await real()
+
+    monkeypatch.setattr(target, name, flaky)
+    if loop == "reclaim":
+        target.start()
+        await wait_for(lambda: len(passes) >= 3)
+        await target.stop()
+    else:
+        async with target.running():
+            await wait_for(lambda: len(passes) >= 3)
+    assert "injected: connection reset by peer" in caplog.text
