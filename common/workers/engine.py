@@ -78,6 +78,7 @@ class StreamConsumer(Settlement, ABC):
         self._initialized = False
         self._running = False
         self._reading = False
+        self._waiting_for_slot = False
         self._run_task: asyncio.Task[None] | None = None
         self._active: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
@@ -144,9 +145,11 @@ class StreamConsumer(Settlement, ABC):
         task = self._run_task
         if task is None or task is asyncio.current_task():
             return
-        if self._reading and not self._embedded:
-            # Interrupt a blocked XREADGROUP; run() swallows it. (Embedded reads block for a
-            # short time only, and fakeredis does not survive a cancelled blocking call.)
+        if self._waiting_for_slot or (self._reading and not self._embedded):
+            # Interrupt a blocked XREADGROUP, or a wait for a handler slot (all handlers busy:
+            # the grace period starts now, not when one finishes); run() swallows it.
+            # (Embedded reads block for a short time only, and fakeredis does not survive a
+            # cancelled blocking call.)
             task.cancel(msg="stop")
         elif self._inline is not None:
             # A handler runs inline in the loop: cut it off when the grace period is over.
@@ -199,7 +202,8 @@ class StreamConsumer(Settlement, ABC):
             return await self._claim_due_retries()
         count = self.settings.worker_batch_size
         if self.settings.worker_concurrency > 1:
-            await self._slots.acquire()  # wait for a free slot before reading more
+            if not await self._acquire_slot():  # wait for a free slot before reading more
+                return []
             self._slots.release()
             count = min(count, self._free_slots())
         block = self.settings.worker_block_ms
@@ -274,9 +278,7 @@ class StreamConsumer(Settlement, ABC):
             await self._flush()
             return
         for delivery in batch:
-            await self._slots.acquire()
-            if self._stopping.is_set():  # read but not started: released at drain
-                self._slots.release()
+            if not await self._acquire_slot():  # stopping: the rest is released at drain
                 break
             if self.held.get(delivery.entry_id) is not delivery or (
                 time.monotonic() - started >= self.leases.period_s
@@ -287,6 +289,26 @@ class StreamConsumer(Settlement, ABC):
             task = asyncio.create_task(self._run_slot(delivery))
             self._active.add(task)
             task.add_done_callback(self._active.discard)
+
+    async def _acquire_slot(self) -> bool:
+        """Take a handler slot; False (and no slot) once stop() has been called."""
+        if self._stopping.is_set():
+            return False
+        self._waiting_for_slot = True
+        try:
+            await self._slots.acquire()
+        except asyncio.CancelledError:
+            if not self._stopping.is_set():
+                raise
+            if (task := asyncio.current_task()) is not None:
+                task.uncancel()
+            return False
+        finally:
+            self._waiting_for_slot = False
+        if self._stopping.is_set():
+            self._slots.release()
+            return False
+        return True
 
     async def _still_ours(self, delivery: Delivery) -> bool:
         """Whether ``delivery``, read a while ago (the process may have been frozen past its

@@ -107,26 +107,33 @@ async def test_graceful_stop_finishes_in_flight_work(
     assert not worker.is_running
 
 
+@pytest.mark.parametrize("concurrency", [1, 4])  # inline handler, or handler tasks
 async def test_stop_past_the_grace_period_leaves_work_pending_for_others(
-    settings: CommonAppSettings, redis: aioredis.Redis
+    settings: CommonAppSettings, redis: aioredis.Redis, concurrency: int
 ) -> None:
-    s = settings.model_copy(update={"shutdown_grace_s": 0.2})
+    s = settings.model_copy(update={"shutdown_grace_s": 0.2, "worker_concurrency": concurrency})
     client = BaseRedisClient("api", redis, s)
     pool = WorkerPool(CalcWorker, s, redis, num_workers=1)
     await pool.start()
-    await client.send_action_async(DomainAction(action_type="calc.wait"))
+    n = concurrency
+    for _ in range(n):
+        await client.send_action_async(DomainAction(action_type="calc.wait"))
     worker = pool.workers[0]
-    await wait_for(lambda: worker.stats.read == 1)
+    await wait_for(lambda: worker.stats.read == n)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     await pool.stop()
+    assert loop.time() - started < s.shutdown_grace_s + 1.5  # cut off, not waited for
     pending = await redis.xpending_range(
         worker.action_stream_name, worker.consumer_group_name, "-", "+", 10
     )
-    assert len(pending) == 1 and worker.handled == []
+    assert len(pending) == n and worker.handled == []
     # Released at shutdown: idle at the visibility timeout, so the next reclaim takes it.
-    assert pending[0]["time_since_delivered"] >= s.visibility_timeout_s * 1000
+    assert all(p["time_since_delivered"] >= s.visibility_timeout_s * 1000 for p in pending)
     async with WorkerPool(CalcWorker, s, redis, num_workers=1) as second:
         second.workers[0].release.set()
-        await wait_for(lambda: len(second.workers[0].handled) == 1, timeout=5)
+        await wait_for(lambda: len(second.workers[0].handled) == n, timeout=5)
+    await client.close()
 
 
 async def test_stop_interrupts_a_blocked_read_promptly(
