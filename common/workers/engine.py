@@ -76,7 +76,6 @@ class StreamConsumer(Settlement, ABC):
         self._embedded = is_embedded(redis)
         self._stopping = asyncio.Event()
         self._initialized = False
-        self._running = False
         self._reading = False
         self._waiting_for_slot = False
         self._run_task: asyncio.Task[None] | None = None
@@ -106,16 +105,15 @@ class StreamConsumer(Settlement, ABC):
 
     @property
     def is_running(self) -> bool:
-        return self._running
+        return self._run_task is not None
 
     async def run(self) -> None:
         """Consume until :meth:`stop`; then drain in-flight work and return."""
-        if self._running:
+        if self._run_task is not None:
             raise WorkerStateError(f"consumer {self.consumer} is already running")
-        self._running = True
+        self._run_task = asyncio.current_task()
         self._stopping.clear()
         self._grace_expired = False
-        self._run_task = asyncio.current_task()
         try:
             if not self._initialized:
                 await self._with_reconnect(self.initialize)
@@ -136,7 +134,6 @@ class StreamConsumer(Settlement, ABC):
                         await reclaimer.stop()
                     await self._drain(flusher)
         finally:
-            self._running = False
             self._run_task = None
 
     async def stop(self) -> None:

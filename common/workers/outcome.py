@@ -63,10 +63,9 @@ class ListPush:
     value: bytes
     ttl_s: int
 
-    def apply(self, pipe: Pipeline) -> int:
+    def apply(self, pipe: Pipeline) -> None:
         pipe.rpush(self.key, self.value)
         pipe.expire(self.key, self.ttl_s)
-        return 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +76,8 @@ class StreamAdd:
     fields: dict[str, bytes]
     maxlen: int | None = None
 
-    def apply(self, pipe: Pipeline) -> int:
+    def apply(self, pipe: Pipeline) -> None:
         pipe.xadd(self.key, self.fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
-        return 1
 
 
 Write = ListPush | StreamAdd

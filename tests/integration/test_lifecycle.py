@@ -22,6 +22,7 @@ from common import (
     WorkerPool,
 )
 from common.clients.redis_manager import CONNECTION_ERRORS, RedisManager
+from common.errors import WorkerStateError
 from common.testing import RedisServer, unique_settings
 from tests.helpers import wait_for
 from tests.integration.workers import CalcWorker
@@ -145,6 +146,20 @@ async def test_stop_interrupts_a_blocked_read_promptly(
         loop = asyncio.get_running_loop()
         started = loop.time()
     assert loop.time() - started < 3
+
+
+async def test_running_a_worker_twice_at_once_is_refused(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    worker = CalcWorker(settings, redis, "twice")
+    run = asyncio.create_task(worker.run())
+    await wait_for(lambda: worker.is_running)
+    with pytest.raises(WorkerStateError, match="already running"):
+        await worker.run()
+    assert worker.is_running
+    await worker.stop()
+    await run
+    assert not worker.is_running
 
 
 async def test_a_standalone_worker_closes_its_own_client_when_it_stops(
