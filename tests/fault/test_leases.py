@@ -368,7 +368,7 @@ async def test_entry_trimmed_before_its_handler_ran_is_counted_after_a_crash(
     survivor = LeaseWorker(settings, redis, "survivor")
     reclaimer = Reclaimer([survivor])
     reclaimer.visibility_ms = 0  # as if the visibility timeout had passed
-    survivor._running = True  # (the reclaimer only hands work to running workers)
+    survivor._run_task = asyncio.current_task()  # (the reclaimer hands work to running workers)
     await reclaimer.reclaim_once()
     assert reclaimer.deleted_while_pending == 1
     assert survivor.stats.deleted_while_pending == 1
