@@ -38,6 +38,7 @@ logger = logging.getLogger("common.workers")
 
 
 _EMBEDDED_BLOCK_MS = 250
+_FINAL_FLUSH_S = 5.0  # how long a stopping worker keeps trying to write its outbox
 
 
 def _is_nogroup(exc: BaseException) -> bool:
@@ -82,6 +83,11 @@ class StreamConsumer(Settlement, ABC):
         self._active: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._flush_wanted = asyncio.Event()
+        self._flush_closing = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
+        self._outbox_progress = asyncio.Event()  # set after each flush attempt, and by stop()
+        # Settled entries the outbox may hold before reading pauses until they are written.
+        self._outbox_limit = 2 * max(settings.worker_batch_size, settings.worker_concurrency)
         self._inline: Delivery | None = None  # the delivery a concurrency-1 loop is running
         self._grace_expired = False
         # A consumer run on its own recovers abandoned entries itself; a pool turns this off
@@ -114,6 +120,7 @@ class StreamConsumer(Settlement, ABC):
         self._run_task = asyncio.current_task()
         self._stopping.clear()
         self._grace_expired = False
+        self._flush_closing.clear()
         try:
             if not self._initialized:
                 await self._with_reconnect(self.initialize)
@@ -124,21 +131,35 @@ class StreamConsumer(Settlement, ABC):
                 reclaimer = Reclaimer([self])
                 reclaimer.start()
             async with self.leases.running():
-                flusher = None
-                if self.settings.worker_concurrency > 1:
-                    flusher = asyncio.create_task(self._flush_loop(), name=f"flush:{self.consumer}")
+                flusher = asyncio.create_task(self._flush_loop(), name=f"flush:{self.consumer}")
+                flusher.add_done_callback(self._flusher_ended)
                 try:
                     await self._process_action_loop()
                 finally:
-                    if reclaimer is not None:
-                        await reclaimer.stop()
-                    await self._drain(flusher)
+                    try:
+                        if reclaimer is not None:
+                            await reclaimer.stop()
+                        await self._drain(flusher)
+                    finally:
+                        if not flusher.done():
+                            flusher.cancel()
         finally:
             self._run_task = None
+
+    def _flusher_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._flush_closing.is_set():
+            return
+        # The flusher catches every error; ending otherwise is a bug. Stop rather than become
+        # a zombie that reads and runs handlers but never ACKs or replies.
+        self.stats.flush_error = f"flusher ended: {task.exception()!r}"
+        self.log.error("the flusher ended unexpectedly (%r); stopping", task.exception())
+        self._stopping.set()
+        self._outbox_progress.set()
 
     async def stop(self) -> None:
         """Stop reading; in-flight work gets ``shutdown_grace_s`` to finish before run returns."""
         self._stopping.set()
+        self._outbox_progress.set()
         task = self._run_task
         if task is None or task is asyncio.current_task():
             return
@@ -192,6 +213,13 @@ class StreamConsumer(Settlement, ABC):
 
     async def _next_batch(self) -> list[Delivery]:
         """Deliveries to run next: claimed ones, due retries, then new entries."""
+        if self.stats.flush_error is not None or len(self.outbox.items) > self._outbox_limit:
+            # Backpressure: what is settled cannot be written (or piles up): take no more work
+            # until it is. (Returns at each flush attempt, and at stop.)
+            self._outbox_progress.clear()
+            self._flush_wanted.set()
+            await self._outbox_progress.wait()
+            return []
         if self.intake:
             batch, self.intake = self.intake, []
             return batch
@@ -272,7 +300,6 @@ class StreamConsumer(Settlement, ABC):
                 finally:
                     self._inline = None
                 self._settle(delivery, outcome)
-            await self._flush()
             return
         for delivery in batch:
             if not await self._acquire_slot():  # stopping: the rest is released at drain
@@ -359,7 +386,7 @@ class StreamConsumer(Settlement, ABC):
 
     # -- shutdown ----------------------------------------------------------------------------
 
-    async def _drain(self, flusher: asyncio.Task[None] | None) -> None:
+    async def _drain(self, flusher: asyncio.Task[None]) -> None:
         if self._active:
             _done, pending = await asyncio.wait(
                 set(self._active), timeout=self.settings.shutdown_grace_s
@@ -374,11 +401,22 @@ class StreamConsumer(Settlement, ABC):
                     self.settings.shutdown_grace_s,
                 )
                 await asyncio.gather(*pending, return_exceptions=True)
-        if flusher is not None:
+        # Let the flusher write what is left (never cancelled mid-pipeline, so nothing is
+        # written twice), within a bound: what it cannot write stays pending, handed back.
+        self._flush_closing.set()
+        self._flush_wanted.set()
+        await asyncio.wait({flusher}, timeout=_FINAL_FLUSH_S)
+        if not flusher.done():
             flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
-        await self._flush()
+            await asyncio.gather(flusher, return_exceptions=True)
+        if self.outbox.items:
+            self.log.error(
+                "giving up writing %d settled entries (%s); they stay pending and will be "
+                "delivered again",
+                len(self.outbox),
+                self.stats.flush_error,
+            )
+            self.outbox.items.clear()
         await self.leases.release_all()
 
     # -- helpers -----------------------------------------------------------------------------

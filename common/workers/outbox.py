@@ -1,10 +1,23 @@
-"""Settled outcomes waiting to be written: replies, callbacks, XACKs and dead letters.
+"""Settled outcomes on their way to Redis: an entry is ACKed only once its writes are confirmed.
 
-Everything settled since the last flush goes out in one pipelined round trip (writes first,
-then one multi-id XACK), so that an ACK never precedes the reply it depends on. Replies to the
-same list go out as one ``RPUSH key v1 .. vn`` (in the order they were settled) plus one
-``EXPIRE``. Dead letters go in a MULTI/EXEC with their XACK (same hash tag, so legal on a
-cluster too).
+A flush takes everything settled since the last one and writes it in at most two round trips:
+
+1. one pipeline with the writes (replies grouped per list: one ``RPUSH key v1 .. vn`` in the
+   order they were settled plus one ``EXPIRE``; callbacks) and the XACK of entries that need
+   no write;
+2. the XACK of the entries whose writes were all confirmed, and the dead letters (``XADD`` to
+   the dead-letter stream and ``XACK``, in one MULTI/EXEC: same hash tag, legal on a cluster).
+
+So an ACK never precedes the reply it depends on, and never goes without it. A write refused for
+a reason that can pass (see :mod:`common.clients.redis_errors`: OOM, READONLY, LOADING, BUSY, a
+lost connection) keeps its entry pending and in the outbox: the flush reports the error and the
+engine tries again after a backoff, reading nothing new meanwhile. A write refused for good
+(WRONGTYPE on a reply key, NOPERM) dead-letters its entry with reason ``write_refused``. A
+confirmed write is never repeated by a later flush; only a connection lost mid-flush, whose
+outcome is unknown, repeats it (at least once).
+
+Dead letters are bounded by ``dead_letter_maxlen``; a trim that drops old dead letters is
+counted (``dead_letters_trimmed``) and logged, never silent.
 """
 
 from __future__ import annotations
@@ -15,12 +28,13 @@ from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import ResponseError
 
+from common.clients.redis_errors import error_code, is_transient
+from common.models.actions import ErrorDetail
 from common.models.codec import ACTION_FIELD_BYTES, dumps
-from common.workers.outcome import DeadLetter, Delivery, ListPush, Write
+from common.workers.outcome import DeadLetter, DeadLetterReason, Delivery, ListPush, Write
 
-__all__ = ["Outbox", "dead_letter_fields"]
+__all__ = ["FlushResult", "Outbox", "Settled", "dead_letter_fields"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,31 +68,61 @@ def dead_letter_fields(
     }
 
 
-def _apply_writes(pipe: Pipeline, writes: list[Write]) -> None:
-    """Queue ``writes`` on ``pipe``, the replies grouped per list: one RPUSH of all the values
-    for a key (in order) and one EXPIRE (the last TTL asked for, as separate EXPIREs would
-    leave), where that key's first reply was. Other writes go as they are, in order."""
-    if len(writes) == 1:
-        writes[0].apply(pipe)
-        return
-    values: dict[str, list[bytes]] = {}
+@dataclass(slots=True, eq=False)
+class Settled:
+    """One settled delivery in the outbox: its writes, then its XACK (or its dead letter)."""
+
+    delivery: Delivery
+    writes: tuple[Write, ...] = ()
+    dead: DeadLetter | None = None
+    written: bool = False  # its writes are confirmed: only the ACK (or dead letter) is left
+
+    @property
+    def entry_id(self) -> bytes:
+        return self.delivery.entry_id
+
+
+@dataclass(slots=True)
+class FlushResult:
+    """What one flush settled for good, and the error that kept the rest back (if any)."""
+
+    done: list[Settled] = field(default_factory=list)
+    error: BaseException | None = None
+    refused: list[Settled] = field(default_factory=list)  # writes refused for good
+
+
+def _queue_writes(pipe: Pipeline, items: list[Settled]) -> list[list[Settled]]:
+    """Queue the writes of ``items`` on ``pipe``; returns, per queued command, the items that
+    depend on it. Replies to one list go as one RPUSH (in order) and one EXPIRE (the last TTL
+    asked for), where that list's first reply was; other writes go as they are, in order."""
+    served: list[list[Settled]] = []
+    lists: dict[str, tuple[list[bytes], list[Settled]]] = {}
     ttls: dict[str, int] = {}
-    ops: list[Write | str] = []  # a str: the grouped replies to that key
-    for write in writes:
-        if isinstance(write, ListPush):
-            if write.key not in values:
-                values[write.key] = []
-                ops.append(write.key)
-            values[write.key].append(write.value)
-            ttls[write.key] = write.ttl_s
-        else:
-            ops.append(write)
+    ops: list[tuple[Write, Settled] | str] = []  # a str: the grouped replies to that key
+    for item in items:
+        for write in item.writes:
+            if isinstance(write, ListPush):
+                grouped = lists.get(write.key)
+                if grouped is None:
+                    grouped = lists[write.key] = ([], [])
+                    ops.append(write.key)
+                grouped[0].append(write.value)
+                if not grouped[1] or grouped[1][-1] is not item:
+                    grouped[1].append(item)
+                ttls[write.key] = write.ttl_s
+            else:
+                ops.append((write, item))
     for op in ops:
         if isinstance(op, str):
-            pipe.rpush(op, *values[op])
+            values, users = lists[op]
+            pipe.rpush(op, *values)
             pipe.expire(op, ttls[op])
+            served += [users, users]
         else:
-            op.apply(pipe)
+            write, item = op
+            write.apply(pipe)
+            served.append([item])
+    return served
 
 
 @dataclass(slots=True)
@@ -88,74 +132,147 @@ class Outbox:
     dead_letter_stream: str
     dead_letter_maxlen: int
     worker: str
-    writes: list[Write] = field(default_factory=list)
-    acks: list[bytes] = field(default_factory=list)
-    dead: list[tuple[Delivery, DeadLetter]] = field(default_factory=list)
-    # ACKed by a flush that then failed on its dead letters: reported by the next flush.
-    acked: list[bytes] = field(default_factory=list)
+    items: list[Settled] = field(default_factory=list)
+    dead_letters_trimmed: int = 0
 
     def __len__(self) -> int:
-        return len(self.acks) + len(self.dead) + len(self.acked)
+        return len(self.items)
 
-    def add_ack(self, entry_id: bytes, writes: tuple[Write, ...]) -> None:
-        if writes:
-            self.writes.extend(writes)
-        self.acks.append(entry_id)
+    def add_ack(self, delivery: Delivery, writes: tuple[Write, ...] = ()) -> None:
+        self.items.append(Settled(delivery, writes))
 
     def add_dead(self, delivery: Delivery, dead: DeadLetter) -> None:
-        if dead.writes:
-            self.writes.extend(dead.writes)
-        self.dead.append((delivery, dead))
+        self.items.append(Settled(delivery, dead.writes, dead))
 
-    def _take(self) -> tuple[list[Write], list[bytes], list[tuple[Delivery, DeadLetter]]]:
-        taken = (self.writes, self.acks, self.dead)
-        self.writes, self.acks, self.dead = [], [], []
-        return taken
-
-    def _restore(
-        self, taken: tuple[list[Write], list[bytes], list[tuple[Delivery, DeadLetter]]]
-    ) -> None:
-        writes, acks, dead = taken
-        self.writes[:0] = writes
-        self.acks[:0] = acks
-        self.dead[:0] = dead
-
-    async def flush(self, redis: aioredis.Redis) -> list[bytes]:
-        """Write everything; return the ids settled. On a connection error nothing is lost:
-        the items go back into the outbox and the error propagates (the caller retries)."""
-        if not len(self) and not self.writes:
-            return []
-        writes, acks, dead = self._take()
+    async def flush(self, redis: aioredis.Redis) -> FlushResult:
+        """Write what is settled; return what is done. Never raises for a Redis error: what
+        could not be written stays in the outbox and the error is returned, for the caller to
+        back off and flush again. (Only cancellation propagates, the items put back first.)"""
+        result = FlushResult()
+        items, self.items = self.items, []
+        if not items:
+            return result
         try:
-            if writes or acks:
-                pipe = redis.pipeline(transaction=False)
-                _apply_writes(pipe, writes)
-                if acks:
-                    pipe.xack(self.stream, self.group, *acks)
-                results = await pipe.execute(raise_on_error=False)
-                self._log_errors(results)
-                self.acked += acks
-                writes, acks = [], []  # written: a retry must not repeat them
-            if dead:
-                await self._flush_dead(redis, dead)
-        except BaseException:
-            self._restore((writes, acks, dead))
-            raise
-        settled, self.acked = self.acked, []
-        return settled + [d.entry_id for d, _ in dead]
+            acks = await self._write(redis, items, result)
+            await self._ack(redis, acks, result)
+            await self._dead_letter(redis, [i for i in items if i.dead is not None], result)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # cancelled: put back what is not done
+                self._keep_undone(items, result)
+                raise
+            if result.error is None:
+                result.error = exc
+        self._keep_undone(items, result)
+        return result
 
-    async def _flush_dead(
-        self, redis: aioredis.Redis, dead: list[tuple[Delivery, DeadLetter]]
+    def _keep_undone(self, items: list[Settled], result: FlushResult) -> None:
+        done = {id(item) for item in result.done}
+        undone = [item for item in items if id(item) not in done]
+        if undone:
+            self.items[:0] = undone
+
+    async def _write(
+        self, redis: aioredis.Redis, items: list[Settled], result: FlushResult
+    ) -> list[Settled]:
+        """Round trip 1: the writes, and the XACK of entries that need none. Returns the items
+        whose writes this flush confirmed and which still need their ACK."""
+        to_write = [i for i in items if i.writes and not i.written]
+        plain = [i for i in items if i.dead is None and (i.written or not i.writes)]
+        if not to_write:
+            return plain
+        pipe = redis.pipeline(transaction=False)
+        served = _queue_writes(pipe, to_write)
+        if plain:
+            pipe.xack(self.stream, self.group, *(i.entry_id for i in plain))
+        replies = await pipe.execute(raise_on_error=False)
+        failed: dict[int, BaseException] = {}
+        for users, reply in zip(served, replies, strict=False):
+            if isinstance(reply, Exception):
+                for item in users:
+                    failed.setdefault(id(item), reply)
+        if plain:
+            ack_reply = replies[-1]
+            if isinstance(ack_reply, Exception):
+                result.error = ack_reply
+            else:
+                result.done += plain
+        confirmed = []
+        for item in to_write:
+            error = failed.get(id(item))
+            if error is None:
+                item.written = True
+                if item.dead is None:
+                    confirmed.append(item)
+            elif is_transient(error):
+                result.error = error
+            elif item.dead is None:
+                self._refuse(item, error, result)
+            else:  # a dead letter whose error reply cannot be written: dead-letter it anyway
+                logger.warning(
+                    "%s: the error reply for entry %s was refused (%s); dead-lettering it anyway",
+                    self.stream,
+                    item.entry_id.decode(),
+                    error,
+                )
+                item.written = True
+        return confirmed
+
+    def _refuse(self, item: Settled, error: BaseException, result: FlushResult) -> None:
+        """A write refused for good: the entry goes to the dead letters with the reason."""
+        logger.error(
+            "%s: a write for entry %s was refused (%s); dead-lettering it",
+            self.stream,
+            item.entry_id.decode(),
+            error,
+        )
+        item.written = True
+        item.dead = DeadLetter(
+            DeadLetterReason.WRITE_REFUSED,
+            ErrorDetail(
+                error_type=f"Redis{error_code(error).title()}Error",
+                message=f"Redis refused a reply or callback write: {error}",
+            ),
+        )
+        result.refused.append(item)
+
+    async def _ack(self, redis: aioredis.Redis, items: list[Settled], result: FlushResult) -> None:
+        """Round trip 2: the XACK of entries whose writes this flush confirmed."""
+        if not items:
+            return
+        try:
+            await redis.xack(self.stream, self.group, *(i.entry_id for i in items))
+        except Exception as exc:
+            result.error = exc  # the writes stay confirmed: the next flush only ACKs
+            return
+        result.done += items
+
+    async def _dead_letter(
+        self, redis: aioredis.Redis, items: list[Settled], result: FlushResult
     ) -> None:
+        items = [i for i in items if i.written or not i.writes]
+        if not items:
+            return
         pipe = redis.pipeline(transaction=True)
-        maxlen = self.dead_letter_maxlen or None
-        for delivery, record in dead:
-            fields = dead_letter_fields(self.stream, delivery, record, self.worker)
-            pipe.xadd(self.dead_letter_stream, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
-        pipe.xack(self.stream, self.group, *(d.entry_id for d, _ in dead))
-        await pipe.execute()
-
-    def _log_errors(self, results: list[object]) -> None:
-        for result in results:
-            if isinstance(result, ResponseError):
-                logger.error("outbox command failed on %s: %s", self.stream, result)
+        for item in items:
+            assert item.dead is not None
+            fields = dead_letter_fields(self.stream, item.delivery, item.dead, self.worker)
+            pipe.xadd(self.dead_letter_stream, fields)  # type: ignore[arg-type]
+        pipe.xack(self.stream, self.group, *(i.entry_id for i in items))
+        if self.dead_letter_maxlen:
+            pipe.xtrim(self.dead_letter_stream, maxlen=self.dead_letter_maxlen, approximate=True)
+        try:
+            replies = await pipe.execute()
+        except Exception as exc:
+            result.error = exc
+            return
+        result.done += items
+        if self.dead_letter_maxlen and replies[-1]:
+            self.dead_letters_trimmed += int(replies[-1])
+            logger.warning(
+                "%s: dead-letter stream %s is over dead_letter_maxlen=%d: its %d oldest dead "
+                "letters were trimmed",
+                self.stream,
+                self.dead_letter_stream,
+                self.dead_letter_maxlen,
+                replies[-1],
+            )

@@ -36,6 +36,7 @@ class DeadLetterReason(StrEnum):
     NON_RETRYABLE = "non_retryable"
     MAX_RETRIES = "max_retries"
     EXPIRED = "expired"
+    WRITE_REFUSED = "write_refused"
 
 
 @dataclass(slots=True, eq=False)

@@ -9,12 +9,12 @@ Redis counts the delivery), or is dead-lettered once ``max_retries`` deliveries 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import time
 from typing import TYPE_CHECKING
 
-from common.clients.redis_manager import CONNECTION_ERRORS
 from common.models.actions import ErrorDetail
 from common.workers.outcome import Ack, DeadLetter, DeadLetterReason, Delivery, Outcome, Write
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
     from common.workers.leases import LeaseKeeper
-    from common.workers.outbox import Outbox
+    from common.workers.outbox import FlushResult, Outbox
     from common.workers.retry import RetryPolicy
     from common.workers.stats import WorkerStats
 
@@ -42,6 +42,9 @@ class Settlement:
     _retries: list[tuple[float, bytes]]
     _stopping: asyncio.Event
     _flush_wanted: asyncio.Event
+    _flush_closing: asyncio.Event
+    _flush_lock: asyncio.Lock
+    _outbox_progress: asyncio.Event
 
     def _describe(self, delivery: Delivery) -> str:
         raise NotImplementedError
@@ -51,9 +54,10 @@ class Settlement:
 
     def _settle(self, delivery: Delivery, outcome: Outcome) -> None:
         if isinstance(outcome, Ack):
-            self.outbox.add_ack(delivery.entry_id, outcome.writes)
+            self.outbox.add_ack(delivery, outcome.writes)
             self.stats.handled += 1
             delivery.payload = None  # done with: freed now, not at the flush (fewer GC survivors)
+            self._flush_wanted.set()
         elif isinstance(outcome, DeadLetter):
             self._dead_letter(delivery, outcome)
         elif self.retry_policy.should_retry(delivery.attempt):
@@ -83,6 +87,7 @@ class Settlement:
 
     def _dead_letter(self, delivery: Delivery, dead: DeadLetter) -> None:
         self.outbox.add_dead(delivery, dead)
+        self._flush_wanted.set()
         self.stats.count_dead_letter(dead.reason)
         self.log.warning(
             "%s dead-lettered (%s after %d deliveries): %s",
@@ -92,35 +97,70 @@ class Settlement:
             dead.error.message,
         )
 
-    async def _flush(self) -> None:
-        """Write the outbox; on connection loss keep it and retry until written or stopped."""
-        backoff = 0.05
-        while len(self.outbox) or self.outbox.writes:
-            try:
-                settled = await self.outbox.flush(self.redis)
-            except CONNECTION_ERRORS as exc:
-                if self._stopping.is_set() and backoff > 1.0:
-                    self.log.error(
-                        "giving up flushing %d settled entries (%s); they stay "
-                        "pending and will be delivered again",
-                        len(self.outbox),
-                        exc,
-                    )
-                    return
-                self.log.warning("flush failed (%s); retrying in %.2fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            held = self.held
-            for entry_id in settled:
-                held.pop(entry_id, None)
-            self.stats.acked += len(settled)
+    async def _flush(self) -> bool:
+        """Write the outbox until it is empty (True), or until Redis refuses (False: what is
+        left stays in the outbox, pending in Redis, for the next attempt after a backoff)."""
+        async with self._flush_lock:
+            while self.outbox.items:
+                result = await self.outbox.flush(self.redis)
+                self._account(result)
+                if result.error is not None:
+                    self._flush_failed(result.error)
+                    return False
+            if self.stats.flush_error is not None:
+                self.log.info("the outbox is written again; reading resumes")
+                self.stats.flush_error = None
+            self._outbox_progress.set()
+            return True
+
+    def _account(self, result: FlushResult) -> None:
+        held = self.held
+        for item in result.done:
+            held.pop(item.entry_id, None)
+        self.stats.acked += len(result.done)
+        for item in result.refused:
+            assert item.dead is not None
+            self.stats.handled -= 1
+            self.stats.count_dead_letter(item.dead.reason)
+        trimmed = self.outbox.dead_letters_trimmed
+        if trimmed:
+            self.outbox.dead_letters_trimmed = 0
+            self.stats.dead_letters_trimmed += trimmed
+
+    def _flush_failed(self, error: BaseException) -> None:
+        self.stats.flush_errors += 1
+        first = self.stats.flush_error is None
+        self.stats.flush_error = f"{type(error).__name__}: {error}"
+        log = self.log.warning if first else self.log.debug
+        log(
+            "could not write %d settled entries (%s: %s); they stay pending, reading pauses "
+            "until the outbox is written",
+            len(self.outbox),
+            type(error).__name__,
+            error,
+        )
+        self._outbox_progress.set()
 
     async def _flush_loop(self) -> None:
+        """The flusher: writes the outbox as soon as anything is settled (coalescing what
+        settles meanwhile), and retries with backoff while Redis refuses. It never dies on an
+        error; at stop it writes what is left, within ``_FINAL_FLUSH_S``."""
+        backoff = 0.0
         while True:
-            await self._flush_wanted.wait()
+            if backoff:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._flush_closing.wait(), backoff)
+            else:
+                await self._flush_wanted.wait()
             self._flush_wanted.clear()
-            await self._flush()
+            try:
+                ok = await self._flush()
+            except Exception:  # a bug, not Redis (flush returns Redis errors): keep going
+                self.log.exception("flush crashed; retrying")
+                ok = False
+            backoff = 0.0 if ok else min(max(backoff * 2, 0.05), 2.0)
+            if self._flush_closing.is_set() and not self.outbox.items:
+                return
 
     async def _claim_due_retries(self) -> list[Delivery]:
         now = time.monotonic()

@@ -20,6 +20,9 @@ class WorkerStats:
     lost: int = 0  # entries taken over by another consumer while held here
     released: int = 0  # entries handed back at shutdown for prompt pickup
     dead_lettered: dict[str, int] = field(default_factory=dict)  # by reason
+    dead_letters_trimmed: int = 0  # old dead letters dropped by the dead_letter_maxlen cap
+    flush_errors: int = 0  # flushes that Redis refused (each is retried after a backoff)
+    flush_error: str | None = None  # why the outbox cannot be written now (None: healthy)
 
     def count_dead_letter(self, reason: str) -> None:
         self.dead_lettered[reason] = self.dead_lettered.get(reason, 0) + 1

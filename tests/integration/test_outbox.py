@@ -1,5 +1,6 @@
-"""Outbox.flush: replies grouped per list (one RPUSH + one EXPIRE per key), in order, before
-the XACK; other writes unchanged."""
+"""Outbox.flush: replies grouped per list (one RPUSH + one EXPIRE per key), in order; an entry
+is ACKed only once its writes are confirmed; refusals keep it pending (transient) or
+dead-letter it (permanent)."""
 
 from __future__ import annotations
 
@@ -61,12 +62,13 @@ async def test_replies_to_one_key_go_in_one_rpush_in_order_with_a_ttl(
         writes: tuple[ListPush | StreamAdd, ...] = (ListPush(key, f"r{i}".encode(), 60),)
         if i == 4:
             writes += (StreamAdd(callback, {"action": b"cb4"}),)
-        outbox.add_ack(entry_id, writes)
+        outbox.add_ack(Delivery(entry_id, {}), writes)
 
     recording = RecordingRedis(redis)
-    settled = await outbox.flush(recording)  # type: ignore[arg-type]
+    result = await outbox.flush(recording)  # type: ignore[arg-type]
 
-    assert settled == ids
+    assert result.error is None
+    assert sorted(item.entry_id for item in result.done) == sorted(ids)
     assert await redis.lrange(a, 0, -1) == [f"r{i}".encode() for i in range(9) if i % 3]
     assert await redis.lrange(b, 0, -1) == [b"r0", b"r3", b"r6"]
     assert 0 < await redis.ttl(a) <= 60 and 0 < await redis.ttl(b) <= 60
@@ -78,11 +80,11 @@ async def test_replies_to_one_key_go_in_one_rpush_in_order_with_a_ttl(
         "consumers": [],
     }
 
-    (commands,) = recording.sent
+    (commands,) = recording.sent  # the writes; the XACK follows their confirmation
     names = [c[0] for c in commands]
     assert names.count("RPUSH") == 2 and names.count("EXPIRE") == 2
     assert names.count("XADD") == 1
-    assert names[-1] == "XACK"  # every write before the ack
+    assert "XACK" not in names
     rpush_b = next(c for c in commands if c[0] == "RPUSH" and c[1] == b)
     assert rpush_b[2:] == (b"r0", b"r3", b"r6")
 
@@ -91,26 +93,36 @@ async def test_last_ttl_wins_per_key(settings: CommonAppSettings, redis: aioredi
     prefix = settings.queue_prefix
     outbox, ids = await _outbox_with_entries(redis, prefix, 2)
     key = f"{prefix}:reply:x"
-    outbox.add_ack(ids[0], (ListPush(key, b"1", 5),))
-    outbox.add_ack(ids[1], (ListPush(key, b"2", 500),))
+    outbox.add_ack(Delivery(ids[0], {}), (ListPush(key, b"1", 5),))
+    outbox.add_ack(Delivery(ids[1], {}), (ListPush(key, b"2", 500),))
     await outbox.flush(redis)
     assert await redis.lrange(key, 0, -1) == [b"1", b"2"]
     assert 5 < await redis.ttl(key) <= 500
 
 
-async def test_a_failed_rpush_does_not_stop_the_ack(
+async def test_a_reply_refused_for_good_dead_letters_its_entry_and_spares_the_others(
     settings: CommonAppSettings, redis: aioredis.Redis
 ) -> None:
+    """WRONGTYPE on a reply key will never pass: those entries are dead-lettered with the
+    reason (and ACKed in the same transaction); the entry whose reply went out is ACKed."""
     prefix = settings.queue_prefix
     outbox, ids = await _outbox_with_entries(redis, prefix, 3)
     bad, good = f"{prefix}:reply:bad", f"{prefix}:reply:good"
     await redis.set(bad, "a string")
-    outbox.add_ack(ids[0], (ListPush(bad, b"x", 60),))
-    outbox.add_ack(ids[1], (ListPush(good, b"y", 60),))
-    outbox.add_ack(ids[2], (ListPush(bad, b"z", 60),))
-    assert await outbox.flush(redis) == ids
+    outbox.add_ack(Delivery(ids[0], {b"action": b"{}"}), (ListPush(bad, b"x", 60),))
+    outbox.add_ack(Delivery(ids[1], {b"action": b"{}"}), (ListPush(good, b"y", 60),))
+    outbox.add_ack(Delivery(ids[2], {b"action": b"{}"}), (ListPush(bad, b"z", 60),))
+    result = await outbox.flush(redis)
+    assert result.error is None and len(outbox) == 0
+    assert sorted(i.entry_id for i in result.done) == sorted(ids)
+    assert [i.entry_id for i in result.refused] == [ids[0], ids[2]]
     assert await redis.lrange(good, 0, -1) == [b"y"]
+    assert await redis.get(bad) == b"a string"
     assert (await redis.xpending(outbox.stream, outbox.group))["pending"] == 0
+    dead = await redis.xrange(outbox.dead_letter_stream)
+    assert [d[1][b"entry_id"] for d in dead] == [ids[0], ids[2]]
+    assert {d[1][b"reason"] for d in dead} == {b"write_refused"}
+    assert b"WRONGTYPE" in dead[0][1][b"error"]
 
 
 class DeadLettersFailOnce:
@@ -126,26 +138,46 @@ class DeadLettersFailOnce:
             raise RedisConnectionError("lost the connection")
         return self._redis.pipeline(transaction=transaction)
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._redis, name)
 
-async def test_a_flush_that_fails_on_its_dead_letters_still_reports_its_acks(
+
+async def test_a_flush_that_fails_on_its_dead_letters_keeps_only_them(
     settings: CommonAppSettings, redis: aioredis.Redis
 ) -> None:
-    """Writes and XACK went out, then the dead-letter transaction failed: the retry writes
-    only the dead letter, and reports the ACKed entry too (or the worker would go on holding
-    it, and renewing a lease on an entry that is no longer pending)."""
+    """The XACK went out, then the dead-letter transaction failed: the entry it ACKed is done;
+    the dead letter stays in the outbox for the next flush, which writes only it."""
     prefix = settings.queue_prefix
     outbox, ids = await _outbox_with_entries(redis, prefix, 2)
-    outbox.add_ack(ids[0], ())
+    outbox.add_ack(Delivery(ids[0], {}))
     dead = DeadLetter(DeadLetterReason.NON_RETRYABLE, ErrorDetail(error_type="No", message="no"))
     outbox.add_dead(Delivery(ids[1], {b"i": b"1"}), dead)
-    with pytest.raises(RedisConnectionError):
-        await outbox.flush(DeadLettersFailOnce(redis))  # type: ignore[arg-type]
+    first = await outbox.flush(DeadLettersFailOnce(redis))  # type: ignore[arg-type]
+    assert isinstance(first.error, RedisConnectionError)
+    assert [i.entry_id for i in first.done] == [ids[0]]
     assert (await redis.xpending(outbox.stream, outbox.group))["pending"] == 1
-    assert len(outbox) == 2
-    assert await outbox.flush(redis) == ids
+    assert len(outbox) == 1
+    second = await outbox.flush(redis)
+    assert second.error is None and [i.entry_id for i in second.done] == [ids[1]]
     assert (await redis.xpending(outbox.stream, outbox.group))["pending"] == 0
     assert await redis.xlen(outbox.dead_letter_stream) == 1
-    assert len(outbox) == 0 and await outbox.flush(redis) == []
+    assert len(outbox) == 0 and not (await outbox.flush(redis)).done
+
+
+async def test_a_full_dead_letter_stream_is_trimmed_and_counted(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    prefix = settings.queue_prefix
+    outbox, ids = await _outbox_with_entries(redis, prefix, 300)
+    outbox.dead_letter_maxlen = 10
+    dead = DeadLetter(DeadLetterReason.NON_RETRYABLE, ErrorDetail(error_type="No", message="no"))
+    for entry_id in ids:
+        outbox.add_dead(Delivery(entry_id, {b"i": b"1"}), dead)
+    result = await outbox.flush(redis)
+    assert result.error is None and len(result.done) == 300
+    remaining = await redis.xlen(outbox.dead_letter_stream)
+    assert remaining < 300
+    assert outbox.dead_letters_trimmed == 300 - remaining
 
 
 async def test_many_pseudo_sync_replies_to_one_client(
