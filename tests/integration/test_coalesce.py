@@ -4,6 +4,8 @@ gets its own entry id or its own error, and nothing outlives the client."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable
 from typing import Any
 
 import orjson
@@ -14,9 +16,18 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from common import BaseRedisClient, CommonAppSettings, DomainAction, WorkerPool
+from common import (
+    BaseRedisClient,
+    CommonAppSettings,
+    DomainAction,
+    DomainActionResponse,
+    QueueManager,
+    WorkerPool,
+)
 from common.errors import PayloadTooLargeError
 from common.testing import free_port
+from tests.helpers import wait_for
+from tests.integration import workers
 from tests.integration.test_roundtrip import CalcWorker
 
 
@@ -278,3 +289,36 @@ async def test_pseudo_sync_sequential_and_pairs(
                 round_ * 10 + k + 1 for k in range(in_flight)
             ]
         await client.close()
+
+
+async def test_replies_leave_as_each_action_finishes_not_when_the_batch_ends(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    """A backlog of 100 pseudo-sync calls to a 20 ms handler, read as one batch at
+    concurrency 1: each reply leaves when its handler is done, so most calls are answered
+    within a 1.5 s timeout (when replies waited for the batch's end, none was)."""
+    settings = settings.model_copy(update={"worker_batch_size": 100, "worker_concurrency": 1})
+    client = BaseRedisClient("api", redis, settings)
+    started = time.monotonic()
+    calls = [
+        asyncio.create_task(
+            client.send_action_pseudo_sync(
+                DomainAction(action_type="calc.slow", data={"seconds": 0.02}), timeout=1.5
+            )
+        )
+        for _ in range(100)
+    ]
+    stream = QueueManager(settings.queue_prefix, settings.environment).action_stream("calc")
+    await wait_for(lambda: _is(redis.xlen(stream), 100))
+    first_reply: list[float] = []
+    calls[0].add_done_callback(lambda _: first_reply.append(time.monotonic() - started))
+    async with WorkerPool(workers.CalcWorker, settings, redis, num_workers=1):
+        results = await asyncio.gather(*calls, return_exceptions=True)
+    answered = [r for r in results if isinstance(r, DomainActionResponse)]
+    assert len(answered) >= 30, f"only {len(answered)} of 100 answered in time"
+    assert first_reply and first_reply[0] < 1.0
+    await client.close()
+
+
+async def _is(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
