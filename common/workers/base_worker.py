@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from abc import ABC
 from typing import Any
@@ -92,6 +93,10 @@ class BaseWorker(StreamConsumer, ABC):
             retry_policy=retry_policy,
         )
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _check_handlers_are_async(cls)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.consumer_name}>"
 
@@ -165,12 +170,25 @@ class BaseWorker(StreamConsumer, ABC):
             )
         try:
             result = await self._handle_action(action)
-            if action.callback_queue_name is None:  # fire-and-forget: nothing to build
-                check_result(action, result)
-                return _ACK
-            response = to_response(action, result)
+            try:
+                if action.callback_queue_name is None:  # fire-and-forget: nothing to build
+                    check_result(action, result)
+                    return _ACK
+                response = to_response(action, result)
+            except (TypeError, ValueError) as exc:
+                raise _BadResult(str(exc)) from exc
         except RetryLaterError as exc:
-            return Fail(ErrorDetail.from_exception(exc), delay=exc.delay)
+            return Fail(ErrorDetail.from_exception(exc), exc.delay, exc, _deadline_of(action))
+        except _BadResult as exc:
+            # Running the handler again would return the same: its side effects are not
+            # repeated max_retries times. The caller gets the error at once.
+            error = ErrorDetail.from_exception(exc.__cause__ or exc)
+            self.log.error("%s: %s", self._describe(delivery), error.message)
+            return DeadLetter(
+                DeadLetterReason.NON_RETRYABLE,
+                error,
+                self._replies.failure_writes(action, error, 500),
+            )
         except (NonRetryableError, NotImplementedError) as exc:
             unknown = isinstance(exc, (UnknownActionError, NotImplementedError))
             error = ErrorDetail.from_exception(exc)
@@ -178,18 +196,20 @@ class BaseWorker(StreamConsumer, ABC):
             reason = DeadLetterReason.UNKNOWN_ACTION if unknown else DeadLetterReason.NON_RETRYABLE
             return DeadLetter(reason, error, self._replies.failure_writes(action, error, status))
         except Exception as exc:
-            return Fail(ErrorDetail.from_exception(exc))
+            return Fail(ErrorDetail.from_exception(exc), None, exc, _deadline_of(action))
         try:
             return Ack(self._replies.writes(action, response))
-        except PayloadTooLargeError as exc:
+        except (PayloadTooLargeError, TypeError, ValueError) as exc:
             # The handler ran, but its callback is over the limit: running it again would
             # give the same. Dead-letter it and tell the sender (the error is small).
+            # (Or it cannot be serialised at all: the same on every attempt.)
             error = ErrorDetail.from_exception(exc)
-            return DeadLetter(
-                DeadLetterReason.PAYLOAD_TOO_LARGE,
-                error,
-                self._replies.failure_writes(action, error, 500),
+            reason = (
+                DeadLetterReason.PAYLOAD_TOO_LARGE
+                if isinstance(exc, PayloadTooLargeError)
+                else DeadLetterReason.NON_RETRYABLE
             )
+            return DeadLetter(reason, error, self._replies.failure_writes(action, error, 500))
 
     def _describe(self, delivery: Delivery) -> str:
         action = delivery.payload
@@ -213,6 +233,28 @@ class BaseWorker(StreamConsumer, ABC):
         error = ErrorDetail.from_exception(exc)
         salvaged = None if reason is DeadLetterReason.PAYLOAD_TOO_LARGE else _salvage(delivery)
         return DeadLetter(reason, error, self._replies.failure_writes(salvaged, error, 400))
+
+
+class _BadResult(Exception):
+    """A handler returned something that is not a valid result (wrong type, not JSON)."""
+
+
+def _deadline_of(action: DomainAction) -> float | None:
+    return action.deadline.timestamp() if action.deadline is not None else None
+
+
+def _check_handlers_are_async(cls: type) -> None:
+    """Refuse, when the class is defined, a handler that is not ``async def``: awaiting its
+    result would fail on every delivery, after it had run (and had its effects) each time."""
+    for name in dir(cls):
+        if not (name.startswith("_handle_") or name == "_handle_action"):
+            continue
+        method = getattr(cls, name, None)
+        if callable(method) and not inspect.iscoroutinefunction(method):
+            raise TypeError(
+                f"{cls.__name__}.{name} must be 'async def' (a coroutine function), "
+                f"not {type(method).__name__}"
+            )
 
 
 def _salvage(delivery: Delivery) -> DomainAction | None:

@@ -93,6 +93,8 @@ class Ack:
 class Fail:
     error: ErrorDetail
     delay: float | None = None  # None: the retry policy decides
+    exc: BaseException | None = field(default=None, compare=False)  # logged with its traceback
+    deadline: float | None = None  # epoch seconds after which a retry is pointless
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 from common.models.actions import ErrorDetail
-from common.workers.outcome import Ack, DeadLetter, DeadLetterReason, Delivery, Outcome, Write
+from common.workers.outcome import Ack, DeadLetter, DeadLetterReason, Delivery, Fail, Outcome, Write
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -60,10 +60,9 @@ class Settlement:
             self._flush_wanted.set()
         elif isinstance(outcome, DeadLetter):
             self._dead_letter(delivery, outcome)
-        elif self.retry_policy.should_retry(delivery.attempt):
-            delay = outcome.delay
-            if delay is None:
-                delay = self.retry_policy.get_delay(delivery.attempt)
+        elif self.retry_policy.should_retry(delivery.attempt) and (
+            (delay := self._retry_delay(delivery, outcome)) is not None
+        ):
             delivery.retry_at = time.monotonic() + delay
             heapq.heappush(self._retries, (delivery.retry_at, delivery.entry_id))
             self.stats.failed += 1
@@ -75,10 +74,32 @@ class Settlement:
                 delay,
                 outcome.error.error_type,
                 outcome.error.message,
+                # The traceback of the first failure; the last one's goes with the dead letter.
+                exc_info=outcome.exc if delivery.attempt == 1 else None,
             )
         else:
             self.stats.failed += 1
+            if outcome.exc is not None:
+                self.log.error(
+                    "%s failed on its last attempt (%d)",
+                    self._describe(delivery),
+                    delivery.attempt,
+                    exc_info=outcome.exc,
+                )
             self._dead_letter(delivery, self._exhausted(delivery, outcome.error))
+
+    def _retry_delay(self, delivery: Delivery, outcome: Fail) -> float | None:
+        """The delay before the next attempt, or None when that attempt could not finish
+        before the action's deadline (its caller has given up by then: fail it now, with the
+        real error, rather than retry into a timeout)."""
+        delay: float = (
+            self.retry_policy.get_delay(delivery.attempt)
+            if outcome.delay is None
+            else outcome.delay
+        )
+        if outcome.deadline is not None and time.time() + delay >= outcome.deadline:
+            return None
+        return delay
 
     def _exhausted(self, delivery: Delivery, error: ErrorDetail) -> DeadLetter:
         return DeadLetter(

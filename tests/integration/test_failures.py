@@ -61,7 +61,7 @@ async def test_malformed_entries_are_dead_lettered_and_acked(
             DomainAction(action_type="calc.add", data={"a": 1, "b": 1}), timeout=5
         )
         assert reply.data == {"sum": 2}
-        assert await _pending_count(redis, stream, group) == 0
+        await wait_for(lambda: _no_pending(redis, stream, group))  # the ACK follows the reply
         assert pool.workers[0].is_running
     await client.close()
     records = await _dead_letters(redis, dlq)
@@ -296,36 +296,71 @@ async def test_retry_later_waits_the_requested_delay(
     assert 0.55 <= elapsed < 3
 
 
-async def test_bad_handler_return_type_is_a_failure(
-    settings: CommonAppSettings, redis: aioredis.Redis
+@pytest.mark.parametrize("action_type", ["calc.bad_return", "calc.not_json"])
+async def test_a_bad_result_is_dead_lettered_at_once_and_the_caller_told(
+    settings: CommonAppSettings, redis: aioredis.Redis, action_type: str
 ) -> None:
-    _, _dlq, _ = _keys(settings)
-    s = settings.model_copy(update={"max_retries": 2})
+    """A result of the wrong type, or one that cannot be serialised, would be the same on
+    every attempt: the handler runs once, the caller gets a 500 with the reason."""
+    _, dlq, _ = _keys(settings)
+    s = settings.model_copy(update={"max_retries": 5})
     client = BaseRedisClient("api", redis, s)
-    async with WorkerPool(CalcWorker, s, redis, num_workers=1):
-        reply = await client.send_action_pseudo_sync(
-            DomainAction(action_type="calc.bad_return"), timeout=10
-        )
+    async with WorkerPool(CalcWorker, s, redis, num_workers=1) as pool:
+        reply = await client.send_action_pseudo_sync(DomainAction(action_type=action_type), 10)
+        assert list(pool.workers[0].attempts.values()) == [1]
     await client.close()
-    assert not reply.success and reply.error is not None
-    assert "expected dict" in reply.error.message
+    assert not reply.success and reply.error is not None and reply.status_code == 500
+    [record] = await _dead_letters(redis, dlq)
+    assert record[b"reason"] == b"non_retryable"
 
 
-async def test_bad_return_type_of_a_fire_and_forget_action_is_a_failure_too(
+async def test_bad_return_type_of_a_fire_and_forget_action_is_dead_lettered_too(
     settings: CommonAppSettings, redis: aioredis.Redis
 ) -> None:
     """No reply is built for it, yet the result is still checked: not ACKed as a success."""
     _, dlq, _ = _keys(settings)
-    s = settings.model_copy(update={"max_retries": 2})
+    s = settings.model_copy(update={"max_retries": 5})
     client = BaseRedisClient("api", redis, s)
     async with WorkerPool(CalcWorker, s, redis, num_workers=1) as pool:
         await client.send_action_async(DomainAction(action_type="calc.bad_return"))
         await wait_for(lambda: _n(redis, dlq, 1))
         assert pool.workers[0].stats.handled == 0
+        assert list(pool.workers[0].attempts.values()) == [1]
     await client.close()
     [record] = await _dead_letters(redis, dlq)
-    assert record[b"reason"] == b"max_retries"
+    assert record[b"reason"] == b"non_retryable"
     assert "expected dict" in orjson.loads(record[b"error"])["message"]
+
+
+def test_a_handler_that_is_not_async_is_refused_when_the_class_is_defined() -> None:
+    with pytest.raises(TypeError, match="_handle_calc_sync must be 'async def'"):
+
+        class SyncWorker(CalcWorker):
+            def _handle_calc_sync(self, action: DomainAction) -> dict[str, int]:
+                return {}
+
+
+async def test_a_pseudo_sync_call_gets_the_real_error_when_no_retry_fits_its_deadline(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    """The next attempt could not finish before the caller gives up: the caller gets the
+    handler's error (500) at once, not a bare timeout, and so does the dead letter."""
+    _, dlq, _ = _keys(settings)
+    s = settings.model_copy(
+        update={"max_retries": 5, "retry_initial_delay_s": 5.0, "retry_max_delay_s": 5.0}
+    )
+    client = BaseRedisClient("api", redis, s)
+    async with WorkerPool(CalcWorker, s, redis, num_workers=1) as pool:
+        started = time.monotonic()
+        reply = await client.send_action_pseudo_sync(DomainAction(action_type="calc.fail"), 3)
+        elapsed = time.monotonic() - started
+        assert list(pool.workers[0].attempts.values()) == [1]
+    await client.close()
+    assert elapsed < 2.0
+    assert not reply.success and reply.status_code == 500 and reply.error is not None
+    assert reply.error.error_type == "RuntimeError" and "always fails" in reply.error.message
+    [record] = await _dead_letters(redis, dlq)
+    assert orjson.loads(record[b"error"])["error_type"] == "RuntimeError"
 
 
 async def test_expired_deadline_is_acked_unprocessed_and_reported(

@@ -60,7 +60,12 @@ class CalcWorker(BaseWorker):
         return {}
 
     async def _handle_calc_bad_return(self, action: DomainAction) -> Any:
+        self._count(action)
         return "not a dict"
+
+    async def _handle_calc_not_json(self, action: DomainAction) -> Any:
+        self._count(action)
+        return {"value": object()}
 
 
 class ExtendingWorker(CalcWorker):
