@@ -10,6 +10,8 @@ from uuid import UUID
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common.clients.base_redis_client import BaseRedisClient
 from common.clients.queue_manager import QueueManager
@@ -21,6 +23,7 @@ from common.errors import (
     PayloadTooLargeError,
     RetryLaterError,
     UnknownActionError,
+    WorkerStateError,
 )
 from common.models.actions import DomainAction, DomainActionResponse, ErrorDetail
 from common.models.codec import ACTION_FIELD_BYTES, decode_action
@@ -103,7 +106,16 @@ class BaseWorker(StreamConsumer, ABC):
     async def initialize(self) -> None:
         """Create the consumer group, then run :meth:`_initialize_components`."""
         await super().initialize()
-        await self._initialize_components()
+        try:
+            await self._initialize_components()
+        except (RedisConnectionError, RedisTimeoutError):
+            raise  # Redis is unavailable: the caller may wait and try again
+        except OSError as exc:
+            # The service's own set-up failed (a file, a socket of its own): not "Redis is
+            # unavailable", so not retried forever as if it were.
+            raise WorkerStateError(
+                f"{type(self).__name__}._initialize_components failed: {exc!r}"
+            ) from exc
 
     async def run(self) -> None:
         """Consume until :meth:`stop`, then drain (see :class:`StreamConsumer`)."""
@@ -222,6 +234,11 @@ class BaseWorker(StreamConsumer, ABC):
 
     def _failure_writes(self, delivery: Delivery, error: ErrorDetail) -> tuple[Write, ...]:
         action = delivery.payload if isinstance(delivery.payload, DomainAction) else None
+        if action is None:  # never decoded (poison dead-lettered unrun): answer it all the same
+            try:
+                action = decode_action(delivery.fields, self.settings.max_payload_bytes)
+            except MessageError:
+                action = _salvage(delivery)
         return self._replies.failure_writes(action, error, 500)
 
     def _malformed(self, delivery: Delivery, exc: MessageError) -> DeadLetter:

@@ -21,6 +21,7 @@ from common import (
     WorkerPool,
 )
 from common.clients.queue_manager import QueueManager
+from common.errors import WorkerStateError
 from tests.helpers import wait_for
 from tests.integration.workers import CalcWorker
 
@@ -215,6 +216,39 @@ async def test_an_entry_whose_consumers_keep_dying_is_dead_lettered_unrun(
     [record] = await _dead_letters(redis, dlq)
     assert record[b"reason"] == b"max_retries" and record[b"retries"] == b"3"
     assert orjson.loads(record[b"error"])["error_type"] == "DeliveryLimitExceeded"
+
+
+async def test_poison_dead_lettered_unrun_still_answers_its_pseudo_sync_caller(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    stream, _, group = _keys(settings)
+    s = settings.model_copy(update={"max_retries": 2, "visibility_timeout_s": 0.5})
+    client = BaseRedisClient("api", redis, s)
+    await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    call = asyncio.create_task(
+        client.send_action_pseudo_sync(DomainAction(action_type="calc.add", data={}), 20)
+    )
+    await wait_for(lambda: _n(redis, stream, 1))
+    [[_, [(entry_id, _)]]] = await redis.xreadgroup(group, "ghost", {stream: ">"}, count=1)
+    await redis.xclaim(stream, group, "ghost", 0, [entry_id])  # it died twice
+    async with WorkerPool(CalcWorker, s, redis, num_workers=1) as pool:
+        reply = await call
+        assert pool.workers[0].handled == []
+    await client.close()
+    assert not reply.success and reply.status_code == 500 and reply.error is not None
+    assert reply.error.error_type == "DeliveryLimitExceeded"
+
+
+async def test_an_os_error_in_initialize_components_is_not_taken_for_redis_being_down(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    class BrokenSetup(CalcWorker):
+        async def _initialize_components(self) -> None:
+            raise FileNotFoundError("/etc/service/config.yaml")
+
+    worker = BrokenSetup(settings, redis)
+    with pytest.raises(WorkerStateError, match=r"config\.yaml"):
+        await asyncio.wait_for(worker.run(), 5)
 
 
 async def test_non_retryable_error_dead_letters_at_once(
