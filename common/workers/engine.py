@@ -24,6 +24,7 @@ from common.clients.redis_manager import CONNECTION_ERRORS, is_embedded
 from common.config import CommonAppSettings
 from common.errors import WorkerStateError
 from common.models.actions import ErrorDetail
+from common.workers.delays import delay_set_key
 from common.workers.leases import LeaseKeeper
 from common.workers.logs import ContextLogger
 from common.workers.outbox import Outbox
@@ -74,6 +75,8 @@ class StreamConsumer(Settlement, ABC):
         self.held: dict[bytes, Delivery] = {}  # every entry this consumer holds, by id
         self.intake: list[Delivery] = []  # claimed by a reclaimer, waiting to run
         self._retries: list[tuple[float, bytes]] = []  # heap of (due, entry id)
+        self._waiting: dict[bytes, Delivery] = {}
+        self._delay_key = delay_set_key(stream, group)
         self._embedded = is_embedded(redis)
         self._stopping = asyncio.Event()
         self._initialized = False

@@ -243,20 +243,15 @@ class LeaseKeeper:
             return
         renewed, taken, _ = await self._renew_claim(stale)
         c.stats.lease_renewals += len(renewed)
-        forget = []
         for d in stale:
             if d.entry_id in renewed or c.held.get(d.entry_id) is not d:
                 continue  # renewed, or settled (ACKed) while the claim was on its way
             if d.entry_id in taken:
                 self._lose(d)
-            elif d.retry_at is not None:
-                forget.append(d.entry_id)  # its retry can never run
-                c.held.pop(d.entry_id, None)
             else:
                 # Its handler runs (or is about to) with the fields in hand: the outcome
                 # settles it; if it fails, the retry claim counts it.
                 self.gone.add(d.entry_id)
-        await self._forget(forget)
 
     async def confirm(self, deliveries: Iterable[Delivery]) -> list[Delivery]:
         """The deliveries that are still this consumer's: call it just before starting them.
@@ -329,14 +324,12 @@ class LeaseKeeper:
 
     async def _release(self, pending: list[dict[str, Any]]) -> int:
         c = self.consumer
-        now = time.monotonic()
         ids: list[bytes] = [item["message_id"] for item in pending]
         pipe = c.redis.pipeline(transaction=False)
         for entry_id in ids:
-            held = c.held.get(entry_id)
+            # Idle past the timeout: a reclaimer takes it at once (a scheduled retry stays in
+            # the delay set, which keeps reclaimers off it until it is due).
             idle = self.visibility_ms
-            if held is not None and held.retry_at is not None:
-                idle = max(0, self.visibility_ms - int((held.retry_at - now) * 1000))
             pipe.xclaim(c.stream, c.group, c.consumer, 0, [entry_id], idle=idle, justid=True)
         results = await pipe.execute(raise_on_error=False)
         refused = [

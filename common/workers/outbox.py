@@ -32,6 +32,7 @@ from redis.asyncio.client import Pipeline
 from common.clients.redis_errors import error_code, is_transient
 from common.models.actions import ErrorDetail
 from common.models.codec import ACTION_FIELD_BYTES, dumps
+from common.workers.delays import ScheduleRetry
 from common.workers.outcome import DeadLetter, DeadLetterReason, Delivery, ListPush, Write
 
 __all__ = ["FlushResult", "Outbox", "Settled", "dead_letter_fields"]
@@ -76,6 +77,7 @@ class Settled:
     writes: tuple[Write, ...] = ()
     dead: DeadLetter | None = None
     written: bool = False  # its writes are confirmed: only the ACK (or dead letter) is left
+    ack: bool = True  # False: a retry scheduled in the delay set, pending until it is due
 
     @property
     def entry_id(self) -> bytes:
@@ -141,6 +143,10 @@ class Outbox:
     def add_ack(self, delivery: Delivery, writes: tuple[Write, ...] = ()) -> None:
         self.items.append(Settled(delivery, writes))
 
+    def add_retry(self, delivery: Delivery, schedule: ScheduleRetry) -> None:
+        """Schedule a retry: the entry stays pending, its due time goes to the delay set."""
+        self.items.append(Settled(delivery, (schedule,), ack=False))
+
     def add_dead(self, delivery: Delivery, dead: DeadLetter) -> None:
         self.items.append(Settled(delivery, dead.writes, dead))
 
@@ -177,7 +183,7 @@ class Outbox:
         """Round trip 1: the writes, and the XACK of entries that need none. Returns the items
         whose writes this flush confirmed and which still need their ACK."""
         to_write = [i for i in items if i.writes and not i.written]
-        plain = [i for i in items if i.dead is None and (i.written or not i.writes)]
+        plain = [i for i in items if i.dead is None and i.ack and (i.written or not i.writes)]
         if not to_write:
             return plain
         pipe = redis.pipeline(transaction=False)
@@ -201,8 +207,10 @@ class Outbox:
             error = failed.get(id(item))
             if error is None:
                 item.written = True
-                if item.dead is None:
+                if item.dead is None and item.ack:
                     confirmed.append(item)
+                elif item.dead is None:  # a scheduled retry: nothing more to write
+                    result.done.append(item)
             elif is_transient(error):
                 result.error = error
             elif item.dead is None:
@@ -226,6 +234,7 @@ class Outbox:
             error,
         )
         item.written = True
+        item.ack = True
         item.dead = DeadLetter(
             DeadLetterReason.WRITE_REFUSED,
             ErrorDetail(

@@ -14,6 +14,7 @@ from typing import Any
 from redis.asyncio.client import Pipeline
 
 from common.models.actions import ErrorDetail
+from common.workers.delays import ScheduleRetry
 
 __all__ = [
     "Ack",
@@ -48,7 +49,6 @@ class Delivery:
     attempt: int = 1
     touched: float = 0.0  # monotonic time at which Redis last reset the entry's idle time
     payload: Any = None  # the decoded message, once a processor has decoded it
-    retry_at: float | None = None  # monotonic due time while waiting for a retry
 
     @property
     def first_seen_ms(self) -> int:
@@ -81,7 +81,7 @@ class StreamAdd:
         pipe.xadd(self.key, self.fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
 
 
-Write = ListPush | StreamAdd
+Write = ListPush | StreamAdd | ScheduleRetry
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from common.workers.delays import Claimed, claim_due, claim_idle, due_ids
 from common.workers.engine import StreamConsumer
 from common.workers.hygiene import tidy_stream
 from common.workers.leases import after_last
@@ -85,7 +86,7 @@ class Reclaimer:
 
     async def reclaim_once(self) -> int:
         """One pass over the whole pending list; returns how many entries were claimed."""
-        claimed_total = 0
+        claimed_total = await self.claim_due_retries()
         start = "-"
         while True:
             page = await self.redis.xpending_range(
@@ -103,42 +104,49 @@ class Reclaimer:
         return claimed_total
 
     async def _claim_page(self, target: StreamConsumer, page: Sequence[Mapping[str, Any]]) -> int:
-        pipe = self.redis.pipeline(transaction=False)
-        for item in page:
-            pipe.xclaim(
-                self.stream, self.group, target.consumer, self.visibility_ms, [item["message_id"]]
+        """Claim the abandoned entries of ``page`` (not those waiting in the delay set)."""
+        ids = [item["message_id"] for item in page]
+        claimed = await claim_idle(
+            self.redis, self.stream, self.group, target.consumer, ids, self.visibility_ms
+        )
+        return self._hand_over(target, claimed, "idle over %.1fs" % (self.visibility_ms / 1000))
+
+    async def claim_due_retries(self) -> int:
+        """Claim the retries that are due in the delay set (their consumer may be gone)."""
+        total = 0
+        while True:
+            target = self._target()
+            if target is None:
+                return total
+            ids = await due_ids(self.redis, self.stream, self.group, int(time.time() * 1000))
+            if not ids:
+                return total
+            claimed = await claim_due(
+                self.redis, self.stream, self.group, target.consumer, ids, int(time.time() * 1000)
             )
-        results = await pipe.execute(raise_on_error=False)
+            total += self._hand_over(target, claimed, "due retries")
+            if len(ids) < 100:
+                return total
+
+    def _hand_over(self, target: StreamConsumer, claimed: Claimed, why: str) -> int:
         now = time.monotonic()
-        missing: list[bytes] = []
         deliveries: list[Delivery] = []
-        for item, result in zip(page, results, strict=True):
-            entry_id = item["message_id"]
-            assert isinstance(entry_id, bytes)
-            if isinstance(result, Exception) or not result or result[0][1] is None:
-                missing.append(entry_id)
+        gone = 0
+        for entry_id, got in claimed.items():
+            if got is None:
+                gone += 1
                 continue
-            count = item["times_delivered"]
-            assert isinstance(count, int)
-            delivery = Delivery(entry_id, result[0][1], count + 1, now)
+            count, fields = got
+            delivery = Delivery(entry_id, fields, count, now)
             target.held[entry_id] = delivery
             deliveries.append(delivery)
+        if gone:
+            target.stats.deleted_while_pending += gone
+            self.deleted_while_pending += gone
+            logger.warning("%s: %d pending entries were deleted from the stream", self.stream, gone)
         if deliveries:
             target.intake.extend(deliveries)
             target.stats.reclaimed += len(deliveries)
             self.reclaimed += len(deliveries)
-            logger.info(
-                "%s: reclaimed %d entries idle over %.1fs",
-                target.consumer,
-                len(deliveries),
-                self.visibility_ms / 1000,
-            )
-        if missing:
-            await self._clear_deleted(target, missing)
+            logger.info("%s: claimed %d entries (%s)", target.consumer, len(deliveries), why)
         return len(deliveries)
-
-    async def _clear_deleted(self, target: StreamConsumer, ids: list[bytes]) -> None:
-        """Entries still pending but gone from the stream (trimmed, XDEL): ACK and count."""
-        gone = await target.leases._absent(ids)
-        await target.leases._forget(gone)
-        self.deleted_while_pending += len(gone)

