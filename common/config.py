@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.errors import ConfigurationError
-from common.naming import KEY_SEGMENT, SERVICE_NAME
+from common.naming import is_key_segment, is_service_name
 
 __all__ = ["CommonAppSettings", "RetryBackoff", "load_settings"]
 
 RetryBackoff = Literal["exponential", "linear", "fixed"]
 
-_NAME_RE = re.compile(rf"^{SERVICE_NAME}$")
-_PREFIX_RE = re.compile(rf"^{KEY_SEGMENT}$")
 _URL_SCHEMES = (
     "redis://",
     "rediss://",
@@ -81,7 +78,7 @@ class CommonAppSettings(BaseSettings):
     @field_validator("service_name")
     @classmethod
     def _check_service_name(cls, value: str) -> str:
-        if not _NAME_RE.match(value):
+        if not is_service_name(value):
             raise ValueError(
                 "must be lowercase letters, digits, '_' or '-', starting with a letter"
             )
@@ -90,7 +87,7 @@ class CommonAppSettings(BaseSettings):
     @field_validator("environment", "queue_prefix")
     @classmethod
     def _check_segment(cls, value: str) -> str:
-        if not _PREFIX_RE.match(value):
+        if not is_key_segment(value):
             raise ValueError("must be 1-32 characters of letters, digits, '_' or '-'")
         return value
 

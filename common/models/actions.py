@@ -30,7 +30,9 @@ __all__ = [
 ]
 
 ACTION_TYPE_PATTERN = r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)+$"
-# A dotted lowercase action type, e.g. ``user.create``.
+# A dotted lowercase action type, e.g. ``user.create``. The models' patterns run in pydantic's
+# Rust regex engine, where ``$`` is the end of the text; in Python's ``re``, ``$`` also matches
+# before a final newline: check with ``re.fullmatch`` there.
 ActionType = Annotated[str, StringConstraints(max_length=200, pattern=ACTION_TYPE_PATTERN)]
 
 

@@ -86,3 +86,12 @@ def test_invalid_environment_value_names_the_setting(monkeypatch: pytest.MonkeyP
 def test_retry_delays_must_be_ordered() -> None:
     with pytest.raises(ValidationError, match="retry_max_delay_s"):
         CommonAppSettings(retry_initial_delay_s=5, retry_max_delay_s=1)
+
+
+@pytest.mark.parametrize("name", ["service_name", "environment", "queue_prefix"])
+@pytest.mark.parametrize("suffix", ["\n", "\r\n", " ", "\t", "\x00"])
+def test_names_are_matched_whole(name: str, suffix: str) -> None:
+    with pytest.raises(ConfigurationError, match=name):
+        load_settings(**{name: "svc" + suffix})
+    with pytest.raises(ConfigurationError, match=name):
+        load_settings(**{name: suffix + "svc"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from uuid import UUID, uuid4
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
@@ -159,3 +160,16 @@ def test_payload_size_is_bounded_both_ways() -> None:
     fields = encode_action(action, 100_000)
     with pytest.raises(PayloadTooLargeError):
         decode_action({b"action": fields["action"]}, 1000)
+
+
+@pytest.mark.parametrize(
+    "field", ["action_type", "origin_service", "target_service", "callback_action_type"]
+)
+@pytest.mark.parametrize("suffix", ["\n", "\r\n", " ", "\t"])
+def test_names_in_actions_are_matched_whole(field: str, suffix: str) -> None:
+    value = ("user.create" if field.endswith("action_type") else "user") + suffix
+    fields: dict[str, str] = {"action_type": "user.create", field: value}
+    with pytest.raises(ValidationError, match=field):
+        DomainAction(**fields)  # type: ignore[arg-type]
+    with pytest.raises(MalformedMessageError, match=field):
+        decode_action({b"action": orjson.dumps(fields)}, 10_000)
