@@ -45,7 +45,10 @@ def _as_utc(value: datetime | None) -> datetime | None:
         return None
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+14:00: before datetime.min once in UTC
+        raise ValueError("cannot be converted to UTC: out of range") from None
 
 
 class ErrorDetail(BaseModel):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -50,3 +53,27 @@ async def test_a_target_with_trailing_whitespace_is_refused_and_untouched(
     # Nothing was written under the name without the whitespace either.
     assert await redis.exists(target[: -len(suffix)]) == 0
     await redis.delete(target)
+
+
+@pytest.mark.parametrize("field", ["timestamp", "deadline"], ids=["timestamp", "deadline"])
+@pytest.mark.parametrize(
+    "when", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"], ids=["min", "max"]
+)
+async def test_a_time_outside_utc_range_is_malformed_at_once(
+    settings: CommonAppSettings, redis: aioredis.Redis, field: str, when: str
+) -> None:
+    qm = QueueManager(settings.queue_prefix, settings.environment)
+    stream, dlq = qm.action_stream("calc"), qm.dead_letter_stream("calc")
+    doc = orjson.dumps({"action_type": "calc.add", "data": {"a": 1, "b": 2}, field: when})
+    async with WorkerPool(CalcWorker, settings, redis, num_workers=1) as pool:
+        started = time.monotonic()
+        await redis.xadd(stream, {"action": doc})
+        await wait_for(lambda: _dead_letter_reasons(redis, dlq))
+        elapsed = time.monotonic() - started
+        assert pool.workers[0].handled == []
+        assert pool.workers[0].stats.failed == 0  # no delivery crashed and was retried
+    [record] = [fields for _, fields in await redis.xrange(dlq)]
+    assert record[b"reason"] == b"malformed"
+    assert field.encode() in record[b"error"]
+    assert record[b"original"] == doc
+    assert elapsed < 2.0  # at once, not after the retries (0.05 s .. 0.2 s each, 5 of them)
