@@ -208,7 +208,10 @@ def _check_redis_url(url: str) -> None:
     if not url.startswith(_URL_SCHEMES):
         raise ValueError(f"scheme must be one of {', '.join(_URL_SCHEMES)}")
     if any(ch.isspace() or not ch.isprintable() for ch in url):
-        raise ValueError("must not contain spaces, line breaks or control characters")
+        raise ValueError(
+            "must not contain spaces, line breaks or control characters "
+            "(percent-encode them, as %20 for a space in a socket path)"
+        )
     scheme = url.partition("://")[0]
     if scheme == "memory":
         return

@@ -311,3 +311,10 @@ def test_a_socket_timeout_longer_than_every_blocking_read_is_accepted(
 ) -> None:
     s = CommonAppSettings(redis_socket_timeout_s=timeout, worker_block_ms=block_ms)
     assert s.redis_socket_timeout_s == timeout
+
+
+def test_a_percent_encoded_space_in_a_socket_path_is_accepted() -> None:
+    url = "unix:///tmp/my%20dir/redis.sock"
+    assert CommonAppSettings(redis_url=url).redis_url == url
+    with pytest.raises(ConfigurationError, match="%20"):
+        CommonAppSettings(redis_url="unix:///tmp/my dir/redis.sock")
