@@ -1,22 +1,29 @@
-"""Settings shared by every service: one object, read from the environment, validated."""
+"""Settings shared by every service: one object, read from the environment, validated.
+
+Invalid settings raise :class:`ConfigurationError` naming each setting, whichever way the
+settings are built (``CommonAppSettings(...)`` or :func:`load_settings`). The password of
+``redis_url`` never shows in a repr, a JSON dump or an error message.
+"""
 
 from __future__ import annotations
 
-import re
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_serializer, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS
 
+from common.blocking import REPLY_LISTENER_BLOCK_S, SOCKET_TIMEOUT_MARGIN_S
 from common.errors import ConfigurationError
-from common.naming import KEY_SEGMENT, SERVICE_NAME
+from common.naming import is_key_segment, is_service_name
+from common.secrets import redact_url
 
 __all__ = ["CommonAppSettings", "RetryBackoff", "load_settings"]
 
 RetryBackoff = Literal["exponential", "linear", "fixed"]
 
-_NAME_RE = re.compile(rf"^{SERVICE_NAME}$")
-_PREFIX_RE = re.compile(rf"^{KEY_SEGMENT}$")
 _URL_SCHEMES = (
     "redis://",
     "rediss://",
@@ -25,6 +32,29 @@ _URL_SCHEMES = (
     "redis+cluster://",
     "redis+sentinel://",
 )
+# Query options of a redis://, rediss:// or unix:// URL that redis-py takes from a string.
+_URL_OPTIONS = frozenset(URL_QUERY_ARGUMENT_PARSERS) | {
+    "client_name",
+    "lib_name",
+    "lib_version",
+    "username",
+    "password",
+    "encoding",
+    "encoding_errors",
+}
+_TLS_OPTIONS = frozenset(
+    {
+        "ssl_keyfile",
+        "ssl_certfile",
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+        "ssl_ca_path",
+        "ssl_ca_data",
+        "ssl_ciphers",
+        "ssl_password",
+    }
+) | {name for name in URL_QUERY_ARGUMENT_PARSERS if name.startswith("ssl_")}
+_EXAMPLE = "as in redis://[user:password@]host:6379/0"
 
 
 class CommonAppSettings(BaseSettings):
@@ -35,12 +65,21 @@ class CommonAppSettings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="", case_sensitive=False, extra="ignore", frozen=True, validate_default=True
+        env_prefix="",
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+        hide_input_in_errors=True,  # an input may hold a password
     )
 
     service_name: str = Field("service", description="Name of this service; names its keys.")
     environment: str = Field("dev", description="Deployment environment; part of every key.")
-    redis_url: str = Field("memory://", description="redis://, rediss://, memory:// (embedded).")
+    redis_url: str = Field(
+        "memory://",
+        description="redis://, rediss://, unix://, memory:// (embedded), redis+sentinel://. "
+        "Read it as settings.redis_url; reprs and JSON dumps show it with the password as ***.",
+    )
     redis_socket_keepalive: bool = Field(True, description="TCP keepalive on Redis sockets.")
     redis_max_connections: int = Field(64, ge=1, le=100_000, description="Pool size.")
     redis_socket_timeout_s: float | None = Field(
@@ -81,7 +120,7 @@ class CommonAppSettings(BaseSettings):
     @field_validator("service_name")
     @classmethod
     def _check_service_name(cls, value: str) -> str:
-        if not _NAME_RE.match(value):
+        if not is_service_name(value):
             raise ValueError(
                 "must be lowercase letters, digits, '_' or '-', starting with a letter"
             )
@@ -90,15 +129,14 @@ class CommonAppSettings(BaseSettings):
     @field_validator("environment", "queue_prefix")
     @classmethod
     def _check_segment(cls, value: str) -> str:
-        if not _PREFIX_RE.match(value):
+        if not is_key_segment(value):
             raise ValueError("must be 1-32 characters of letters, digits, '_' or '-'")
         return value
 
     @field_validator("redis_url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        if not value.startswith(_URL_SCHEMES):
-            raise ValueError(f"scheme must be one of {', '.join(_URL_SCHEMES)}")
+        _check_redis_url(value)
         return value
 
     @model_validator(mode="after")
@@ -107,18 +145,145 @@ class CommonAppSettings(BaseSettings):
             raise ValueError("retry_max_delay_s must be >= retry_initial_delay_s")
         return self
 
+    @model_validator(mode="after")
+    def _check_socket_timeout(self) -> CommonAppSettings:
+        timeout = self.redis_socket_timeout_s
+        if timeout is None:
+            return self
+        block_s = self.worker_block_ms / 1000
+        needed = max(block_s, REPLY_LISTENER_BLOCK_S) + SOCKET_TIMEOUT_MARGIN_S
+        if timeout < needed:
+            raise ValueError(
+                f"redis_socket_timeout_s={timeout:g} would cut blocking reads: it must be at "
+                f"least {needed:g} (the longer of worker_block_ms={self.worker_block_ms} "
+                f"({block_s:g}s) and the reply listener's {REPLY_LISTENER_BLOCK_S:g}s block, "
+                f"plus {SOCKET_TIMEOUT_MARGIN_S:g}s); raise it, lower worker_block_ms, or leave "
+                "redis_socket_timeout_s unset"
+            )
+        return self
+
+    @field_serializer("redis_url", when_used="json")
+    def _redact_url_in_json(self, value: str) -> str:
+        return redact_url(value)
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name == "redis_url" else value
+
+    if not TYPE_CHECKING:  # keep the typed __init__ that pydantic's mypy plugin generates
+
+        def __init__(self, **values: Any) -> None:
+            try:
+                super().__init__(**values)
+                return
+            except ValidationError as exc:
+                error = _configuration_error(exc)
+            except SettingsError as exc:
+                error = ConfigurationError(f"invalid settings: {exc}")
+            # Raised outside the except clause: no chained ValidationError (it holds inputs,
+            # a password among them) in the traceback.
+            raise error
+
+
+def _configuration_error(exc: ValidationError) -> ConfigurationError:
+    problems: list[tuple[str, str]] = []
+    for err in exc.errors(include_url=False):
+        setting = ".".join(str(p) for p in err["loc"]) or "settings"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["loc"] and setting != "redis_url" and err["type"] != "missing":
+            message += f" (got {err['input']!r:.80})"
+        problems.append((setting, message))
+    text = "; ".join(
+        message if setting == "settings" else f"{setting}: {message}"  # names its settings
+        for setting, message in problems
+    )
+    return ConfigurationError(f"invalid settings: {text}", problems=problems)
+
+
+def _check_redis_url(url: str) -> None:
+    """Raise ValueError for a URL that redis-py would misread or refuse at connect.
+
+    Messages never quote the URL or a part of it: a misplaced character can put part of a
+    password anywhere."""
+    if not url.startswith(_URL_SCHEMES):
+        raise ValueError(f"scheme must be one of {', '.join(_URL_SCHEMES)}")
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise ValueError(
+            "must not contain spaces, line breaks or control characters "
+            "(percent-encode them, as %20 for a space in a socket path)"
+        )
+    scheme = url.partition("://")[0]
+    if scheme == "memory":
+        return
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ValueError(f"cannot be parsed as a URL ({_EXAMPLE})") from None
+    if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
+        raise ValueError(
+            "a '/', '?' or '#' in the user name or password must be percent-encoded (%2F, %3F, %23)"
+        )
+    if parts.fragment or url.endswith("#"):
+        raise ValueError("must not have a '#' fragment")
+    if scheme == "redis+sentinel":
+        _check_sentinel_hosts(parts.netloc.rpartition("@")[2])
+        return
+    if scheme == "unix":
+        if parts.hostname:
+            raise ValueError("unix:// takes no host: write unix:///path/to/redis.sock")
+        if parts.path in ("", "/"):
+            raise ValueError("unix:// needs the socket's path, as in unix:///run/redis.sock")
+    else:
+        if not parts.hostname:
+            raise ValueError(f"needs a host, {_EXAMPLE}")
+        _check_port(parts.netloc.rpartition("@")[2], parts)
+        database = parts.path[1:]
+        if database and not database.isdigit():
+            raise ValueError(f"the database after the host must be a number, {_EXAMPLE}")
+    if scheme != "redis+cluster":
+        _check_query(parts.query, tls=scheme == "rediss")
+
+
+def _check_port(hostport: str, parts: Any) -> None:
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 or (port is None and hostport.endswith(":")):
+        raise ValueError(f"the port must be a number from 1 to 65535, {_EXAMPLE}")
+
+
+def _check_sentinel_hosts(hosts: str) -> None:
+    for hostport in hosts.split(","):
+        host, colon, port = hostport.partition(":")
+        if not host:
+            raise ValueError("each Sentinel needs a host, as in redis+sentinel://h1:26379,h2/name")
+        if colon and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError("each Sentinel's port must be a number from 1 to 65535")
+
+
+def _check_query(query: str, *, tls: bool) -> None:
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in _URL_OPTIONS and not (tls and name in _TLS_OPTIONS):
+            where = "a rediss:// (TLS) option" if name in _TLS_OPTIONS else "an unknown option"
+            raise ValueError(f"query option {name[:40]!r} is {where}")
+        parser = URL_QUERY_ARGUMENT_PARSERS.get(name)
+        valid = True
+        if name == "db":
+            valid = value.isdigit()
+        elif parser is not None:
+            try:
+                parser(value)
+            except (TypeError, ValueError):
+                valid = False
+        if not valid:
+            raise ValueError(f"query option {name!r} has an invalid value")
+
 
 def load_settings(**overrides: Any) -> CommonAppSettings:
-    """Build settings from the environment and ``overrides``.
+    """Build settings from the environment and ``overrides``: the same as
+    ``CommonAppSettings(**overrides)``.
 
-    Raises :class:`ConfigurationError` naming each invalid setting, instead of pydantic's
-    ``ValidationError``, so that start-up failures read well in logs.
+    Raises :class:`ConfigurationError` naming each invalid setting.
     """
-    try:
-        return CommonAppSettings(**overrides)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigurationError(f"invalid settings: {problems}") from exc
+    return CommonAppSettings(**overrides)

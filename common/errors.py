@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -47,8 +48,17 @@ class CommonError(Exception):
     """Root of every error raised by the toolkit."""
 
 
-class ConfigurationError(CommonError):
-    """Settings or a connection URL are invalid."""
+class ConfigurationError(CommonError, ValueError):
+    """Settings or a connection URL are invalid.
+
+    ``problems`` has a ``(setting, message)`` pair per invalid setting when settings were
+    validated (``"settings"`` for a rule between several settings). A ``ValueError``, as
+    pydantic's ``ValidationError`` that settings used to raise is one.
+    """
+
+    def __init__(self, message: str, problems: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
 
 
 class InvalidKeyError(CommonError, ValueError):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from common.errors import InvalidKeyError
-from common.naming import KEY_SEGMENT, SERVICE_NAME
+from common.naming import SERVICE_NAME, is_key_segment, is_service_name
 
 __all__ = ["KeyKind", "ParsedKey", "QueueManager"]
 
@@ -46,16 +46,17 @@ class QueueManager:
     """Names keys for one ``prefix`` and ``environment``, and validates keys found in messages."""
 
     def __init__(self, prefix: str = "app", environment: str = "dev") -> None:
-        if not re.fullmatch(KEY_SEGMENT, prefix):
+        if not is_key_segment(prefix):
             raise InvalidKeyError(f"invalid queue prefix {prefix!r}")
-        if not re.fullmatch(KEY_SEGMENT, environment):
+        if not is_key_segment(environment):
             raise InvalidKeyError(f"invalid environment {environment!r}")
         self.prefix = prefix
         self.environment = environment
         self._base = f"{prefix}:{environment}"
+        # Matched whole (fullmatch): with '^...$' and match, a key ending in a newline would pass.
         self._pattern = re.compile(
-            rf"^{re.escape(self._base)}:\{{(?P<service>{SERVICE_NAME})\}}:"
-            rf"(?:(?P<kind>actions|dlq)|reply:(?P<client>{_CLIENT}))$"
+            rf"{re.escape(self._base)}:\{{(?P<service>{SERVICE_NAME})\}}:"
+            rf"(?:(?P<kind>actions|dlq)|reply:(?P<client>{_CLIENT}))"
         )
 
     def __repr__(self) -> str:
@@ -63,7 +64,7 @@ class QueueManager:
 
     @staticmethod
     def _check_service(service: str) -> str:
-        if not re.fullmatch(SERVICE_NAME, service):
+        if not is_service_name(service):
             raise InvalidKeyError(f"invalid service name {service!r}")
         return service
 
@@ -102,7 +103,7 @@ class QueueManager:
                 key = key.decode()
             except UnicodeDecodeError:
                 raise InvalidKeyError("key is not valid UTF-8") from None
-        match = self._pattern.match(key)
+        match = self._pattern.fullmatch(key)
         if match is None:
             raise InvalidKeyError(f"{key[:200]!r} is not a key of {self._base}")
         kind = KeyKind(match["kind"] or "reply")

@@ -30,7 +30,9 @@ __all__ = [
 ]
 
 ACTION_TYPE_PATTERN = r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)+$"
-# A dotted lowercase action type, e.g. ``user.create``.
+# A dotted lowercase action type, e.g. ``user.create``. The models' patterns run in pydantic's
+# Rust regex engine, where ``$`` is the end of the text; in Python's ``re``, ``$`` also matches
+# before a final newline: check with ``re.fullmatch`` there.
 ActionType = Annotated[str, StringConstraints(max_length=200, pattern=ACTION_TYPE_PATTERN)]
 
 
@@ -43,7 +45,10 @@ def _as_utc(value: datetime | None) -> datetime | None:
         return None
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+14:00: before datetime.min once in UTC
+        raise ValueError("cannot be converted to UTC: out of range") from None
 
 
 class ErrorDetail(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from uuid import UUID, uuid4
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
@@ -159,3 +160,39 @@ def test_payload_size_is_bounded_both_ways() -> None:
     fields = encode_action(action, 100_000)
     with pytest.raises(PayloadTooLargeError):
         decode_action({b"action": fields["action"]}, 1000)
+
+
+@pytest.mark.parametrize(
+    "field", ["action_type", "origin_service", "target_service", "callback_action_type"]
+)
+@pytest.mark.parametrize("suffix", ["\n", "\r\n", " ", "\t"])
+def test_names_in_actions_are_matched_whole(field: str, suffix: str) -> None:
+    value = ("user.create" if field.endswith("action_type") else "user") + suffix
+    fields: dict[str, str] = {"action_type": "user.create", field: value}
+    with pytest.raises(ValidationError, match=field):
+        DomainAction(**fields)  # type: ignore[arg-type]
+    with pytest.raises(MalformedMessageError, match=field):
+        decode_action({b"action": orjson.dumps(fields)}, 10_000)
+
+
+UNCONVERTIBLE_TIMES = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"]
+
+
+@pytest.mark.parametrize("field", ["timestamp", "deadline"])
+@pytest.mark.parametrize("when", UNCONVERTIBLE_TIMES)
+def test_a_time_that_cannot_be_converted_to_utc_is_invalid(field: str, when: str) -> None:
+    with pytest.raises(ValidationError, match=field):
+        DomainAction(action_type="a.b", **{field: when})  # type: ignore[arg-type]
+    aware = datetime.fromisoformat(when)
+    with pytest.raises(ValidationError, match=field):
+        DomainAction(action_type="a.b", **{field: aware})  # type: ignore[arg-type]
+    doc = orjson.dumps({"action_type": "a.b", field: when})
+    with pytest.raises(MalformedMessageError, match=field):
+        decode_action({b"action": doc}, 10_000)
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+00:00", "9999-12-31T23:59:59Z"])
+def test_the_extreme_utc_times_are_valid(when: str) -> None:
+    doc = orjson.dumps({"action_type": "a.b", "timestamp": when, "deadline": when})
+    action = decode_action({b"action": doc}, 10_000)
+    assert action.timestamp == action.deadline == datetime.fromisoformat(when)

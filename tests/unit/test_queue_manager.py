@@ -48,12 +48,72 @@ def test_parse_round_trips() -> None:
         "session:secret",
         "app:prod:{Users}:actions",
         "",
+        # A key is matched whole: nothing before, after or around it.
+        "app:prod:{api}:reply:c1\n",  # trailing newline ('$' alone would accept it)
+        "app:prod:{users}:actions\n",
+        "\napp:prod:{api}:reply:c1",  # leading newline
+        "app:prod:{api}:reply:c1\r\n",
+        "app:prod:{api}:reply:c1\r",
+        "app:prod:{api}:reply:c1 ",  # other whitespace
+        " app:prod:{api}:reply:c1",
+        "app:prod:{api}:reply:c1\t",
+        "app:prod:{api}:reply:c1\x00",
+        "app:prod:{api}:reply:c 1",
+        "app:prod:{api}:reply:c1\u2028",
+        "app:prod:{api}:reply:c1\u00a0",
+        "app:prod:{api}:reply:c1:x",  # extra segment
+        "app:prod:{api}:reply",  # no client
+        "app:prod:{api}:reply:c.1",  # bad client character
+        "app:prod:{api}:reply:" + "c" * 65,  # client id too long
+        "app:prod:{users}:other",  # wrong kind
+        "app:prod:{users}:Actions",
+        "app:prod:{users}:",  # empty segments
+        "app:prod:{}:actions",
+        "app:prod::actions",
+        "::{users}:actions",
+        "app::{users}:actions",
+        ":prod:{users}:actions",
+        "app:prod:{users}",
+        "app:prod:{users}:actions:",
+        "xapp:prod:{users}:actions",  # prefix not whole
+        "app:prodx:{users}:actions",  # environment not whole
+        "app:prod:{users }:actions",
+        "app:prod:{{users}}:actions",
+        "app:prod:{1users}:actions",
+        "app:prod:{" + "u" * 64 + "}:actions",  # service name too long
+        "APP:PROD:{users}:actions",
     ],
 )
 def test_foreign_keys_are_refused(key: str) -> None:
     with pytest.raises(InvalidKeyError):
         qm.parse(key)
+    with pytest.raises(InvalidKeyError):
+        qm.parse(key.encode())
     assert not qm.is_valid_target(key)
+
+
+@pytest.mark.parametrize(
+    "raw", [b"app:prod:{api}:reply:c1\n", b"app:prod:{api}:reply:c1\xff", b"\xff\xfe"]
+)
+def test_foreign_byte_keys_are_refused(raw: bytes) -> None:
+    with pytest.raises(InvalidKeyError):
+        qm.parse(raw)
+
+
+@pytest.mark.parametrize("suffix", ["\n", "\r\n", " ", "\t", "\x00"])
+def test_names_given_in_code_are_matched_whole(suffix: str) -> None:
+    with pytest.raises(InvalidKeyError):
+        qm.action_stream("users" + suffix)
+    with pytest.raises(InvalidKeyError):
+        qm.dead_letter_stream("users" + suffix)
+    with pytest.raises(InvalidKeyError):
+        qm.reply_key("api", "c1" + suffix)
+    with pytest.raises(InvalidKeyError):
+        qm.consumer_group("users" + suffix)
+    with pytest.raises(InvalidKeyError):
+        QueueManager("app" + suffix, "prod")
+    with pytest.raises(InvalidKeyError):
+        QueueManager("app", "prod" + suffix)
 
 
 def test_dead_letter_streams_are_not_targets() -> None:
