@@ -11,13 +11,13 @@ trimmed while pending are cleared from the pending list and counted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from common.workers.cancel import cancel_and_wait, cancel_requested, wait_event
 from common.workers.engine import StreamConsumer
 from common.workers.hygiene import tidy_stream
 from common.workers.leases import after_last
@@ -28,6 +28,12 @@ __all__ = ["Reclaimer"]
 logger = logging.getLogger("common.workers")
 
 _PAGE = 100
+_STOP_TIMEOUT_S = 2.0
+
+
+def _accepts_work(worker: StreamConsumer) -> bool:
+    """A worker may be handed claimed entries only while it runs and is not stopping."""
+    return worker.is_running and not worker._stopping.is_set()
 
 
 class Reclaimer:
@@ -48,21 +54,25 @@ class Reclaimer:
         self.deleted_while_pending = 0
         self._turn = itertools.cycle(range(len(self.workers)))
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     def start(self) -> None:
         if self._task is None or self._task.done():
+            self._stop.clear()
             self._task = asyncio.create_task(self._loop(), name=f"reclaim:{self.stream}")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = _STOP_TIMEOUT_S) -> None:
+        """Stop the loop at once (a pass in flight is cut short: whatever it claimed stays
+        pending under its target consumer, whose hand-back releases it); waits at most
+        ``timeout`` seconds."""
+        self._stop.set()
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if task is not None and not await cancel_and_wait(task, timeout):
+            logger.error("reclaim loop on %s did not stop within %.1fs", self.stream, timeout)
 
     async def _loop(self) -> None:
         passes = 0
-        while True:
+        while not self._stop.is_set():
             try:
                 await self.reclaim_once()
                 passes += 1
@@ -74,12 +84,14 @@ class Reclaimer:
                 raise
             except Exception as exc:
                 logger.warning("reclaim pass on %s failed: %s", self.stream, exc)
-            await asyncio.sleep(self.settings.claim_interval_s)
+            if cancel_requested():  # a callee swallowed our cancellation: honour it here
+                raise asyncio.CancelledError
+            await wait_event(self._stop, self.settings.claim_interval_s)
 
     def _target(self) -> StreamConsumer | None:
         for _ in range(len(self.workers)):
             worker = self.workers[next(self._turn)]
-            if worker.is_running and not worker._stopping.is_set():
+            if _accepts_work(worker):
                 return worker
         return None
 
