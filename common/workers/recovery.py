@@ -121,14 +121,21 @@ class Reclaimer:
                 self.stream, self.group, target.consumer, self.visibility_ms, [item["message_id"]]
             )
         results = await pipe.execute(raise_on_error=False)
+        # The target may have begun to stop while the claims were on their way (its hand-back
+        # may even be over): then it gets nothing, and what was claimed for it is handed back.
+        handing_over = _accepts_work(target)
         now = time.monotonic()
         missing: list[bytes] = []
+        refused: list[bytes] = []
         deliveries: list[Delivery] = []
         for item, result in zip(page, results, strict=True):
             entry_id = item["message_id"]
             assert isinstance(entry_id, bytes)
             if isinstance(result, Exception) or not result or result[0][1] is None:
                 missing.append(entry_id)
+                continue
+            if not handing_over:
+                refused.append(entry_id)
                 continue
             count = item["times_delivered"]
             assert isinstance(count, int)
@@ -145,9 +152,31 @@ class Reclaimer:
                 len(deliveries),
                 self.visibility_ms / 1000,
             )
+        if refused:
+            await self._hand_back(target, refused)
         if missing:
             await self._clear_deleted(target, missing)
         return len(deliveries)
+
+    async def _hand_back(self, target: StreamConsumer, ids: list[bytes]) -> None:
+        """Entries just claimed for a consumer that is stopping: make them idle past the
+        visibility timeout again (no delivery counted), so that the next pass, here or in
+        another process, takes them at once. They stay pending meanwhile: never lost."""
+        pipe = self.redis.pipeline(transaction=False)
+        for entry_id in ids:
+            pipe.xclaim(
+                self.stream,
+                self.group,
+                target.consumer,
+                0,
+                [entry_id],
+                idle=self.visibility_ms,
+                justid=True,
+            )
+        await pipe.execute(raise_on_error=False)
+        logger.info(
+            "%s: stopping; handed back %d entries claimed for it", target.consumer, len(ids)
+        )
 
     async def _clear_deleted(self, target: StreamConsumer, ids: list[bytes]) -> None:
         """Entries still pending but gone from the stream (trimmed, XDEL): ACK and count."""
