@@ -124,9 +124,13 @@ class RedisManager:
         if is_memory_url(url):
             import fakeredis
 
+            from common.clients.embedded_connection import CancelSafeFakeConnection
+
             name = url[len("memory://") :].strip("/") or "default"
             return fakeredis.FakeAsyncRedis(
                 server=_memory_server(name),
+                connection_class=CancelSafeFakeConnection,
+                socket_timeout=None,  # in-process: no socket to time out (see embedded_connection)
                 connection_pool_class=BlockingConnectionPool,
                 max_connections=self.settings.redis_max_connections,
             )

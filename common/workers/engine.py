@@ -93,6 +93,7 @@ class StreamConsumer(Settlement, ABC):
         self._outbox_limit = 2 * max(settings.worker_batch_size, settings.worker_concurrency)
         self._inline: Delivery | None = None  # the delivery a concurrency-1 loop is running
         self._grace_expired = False
+        self._stop_cancels = 0  # cancellations stop() sent to the run task, not yet absorbed
         # A consumer run on its own recovers abandoned entries itself; a pool turns this off
         # and runs one reclaim loop for all its workers.
         self.standalone_recovery = True
@@ -117,11 +118,14 @@ class StreamConsumer(Settlement, ABC):
         return self._run_task is not None
 
     async def run(self) -> None:
-        """Consume until :meth:`stop`; then drain in-flight work and return."""
+        """Consume until :meth:`stop`; then drain in-flight work and return. A stop is final:
+        once :meth:`stop` was called, ``run()`` returns at once without reading."""
         if self._run_task is not None:
             raise WorkerStateError(f"consumer {self.consumer} is already running")
+        if self._stopping.is_set():
+            self.log.info("stopped: not running again")
+            return
         self._run_task = asyncio.current_task()
-        self._stopping.clear()
         self._grace_expired = False
         self._flush_closing.clear()
         try:
@@ -171,15 +175,26 @@ class StreamConsumer(Settlement, ABC):
             # the grace period starts now, not when one finishes); run() swallows it.
             # (Embedded reads block for a short time only, and fakeredis does not survive a
             # cancelled blocking call.)
+            self._stop_cancels += 1
             task.cancel(msg="stop")
         elif self._inline is not None:
             # A handler runs inline in the loop: cut it off when the grace period is over.
             loop = asyncio.get_running_loop()
             loop.call_later(self.settings.shutdown_grace_s, self._cut_off_inline, task)
 
+    def _absorb_own_cancel(self) -> bool:
+        """On a CancelledError in the run task: withdraw it and return True only if it is one
+        that stop() sent and nobody else asked to cancel the task too; else False (re-raise)."""
+        task = asyncio.current_task()
+        if task is None or self._stop_cancels == 0:
+            return False
+        self._stop_cancels -= 1
+        return task.uncancel() == 0
+
     def _cut_off_inline(self, task: asyncio.Task[None]) -> None:
         if self._inline is not None and self._run_task is task:
             self._grace_expired = True
+            self._stop_cancels += 1
             task.cancel(msg="shutdown grace expired")
 
     # -- the loop ----------------------------------------------------------------------------
@@ -191,10 +206,8 @@ class StreamConsumer(Settlement, ABC):
                 batch = await self._next_batch()
                 backoff = 0.1
             except asyncio.CancelledError:
-                if not self._stopping.is_set():
+                if not self._absorb_own_cancel():
                     raise
-                if (task := asyncio.current_task()) is not None:
-                    task.uncancel()
                 break
             except ResponseError as exc:
                 if not _is_nogroup(exc):
@@ -291,10 +304,8 @@ class StreamConsumer(Settlement, ABC):
                 try:
                     outcome = await self._run_one(delivery)
                 except asyncio.CancelledError:
-                    if not self._grace_expired:
+                    if not self._grace_expired or not self._absorb_own_cancel():
                         raise
-                    if (task := asyncio.current_task()) is not None:
-                        task.uncancel()
                     self.log.warning(
                         "handler of %s did not finish within shutdown_grace_s; it stays pending",
                         self._describe(delivery),
@@ -325,10 +336,8 @@ class StreamConsumer(Settlement, ABC):
         try:
             await self._slots.acquire()
         except asyncio.CancelledError:
-            if not self._stopping.is_set():
+            if not self._absorb_own_cancel():
                 raise
-            if (task := asyncio.current_task()) is not None:
-                task.uncancel()
             return False
         finally:
             self._waiting_for_slot = False

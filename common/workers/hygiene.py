@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from common.clients.redis_manager import is_embedded
 from common.config import CommonAppSettings
 
-__all__ = ["safe_trim_id", "tidy_stream"]
+__all__ = ["remove_consumer_if_empty", "safe_trim_id", "tidy_stream"]
 
 logger = logging.getLogger("common.workers")
 
@@ -39,6 +39,13 @@ for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
   end
 end
 return 0
+"""
+
+# KEYS[1] stream; ARGV: group, consumer. Removes the consumer only if it holds no pending
+# entry, however recently it was active (a consumer handing back at shutdown); 1 if it did.
+_REMOVE_IF_EMPTY = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) >= 0 and 1 or 0
 """
 
 
@@ -98,8 +105,20 @@ async def tidy_stream(
     return trimmed, removed
 
 
+async def remove_consumer_if_empty(
+    redis: aioredis.Redis, stream: str, group: str | bytes, consumer: str | bytes
+) -> bool:
+    """Remove ``consumer`` from ``group`` if it holds no pending entry, in one step: an entry
+    claimed for it (by a reclaimer) just before is never destroyed with it. True if removed."""
+    return await _remove_if_done(redis, stream, group, consumer, None)
+
+
 async def _remove_if_done(
-    redis: aioredis.Redis, stream: str, group: str | bytes, consumer: str | bytes, idle_ms: int
+    redis: aioredis.Redis,
+    stream: str,
+    group: str | bytes,
+    consumer: str | bytes,
+    idle_ms: int | None,
 ) -> bool:
     if is_embedded(redis):
         pending = await redis.xpending_range(
@@ -109,5 +128,8 @@ async def _remove_if_done(
             return False
         await redis.xgroup_delconsumer(stream, group, consumer)
         return True
-    done = await redis.eval(_REMOVE_IF_DONE, 1, stream, group, consumer, idle_ms)
+    if idle_ms is None:
+        done = await redis.eval(_REMOVE_IF_EMPTY, 1, stream, group, consumer)
+    else:
+        done = await redis.eval(_REMOVE_IF_DONE, 1, stream, group, consumer, idle_ms)
     return bool(done)

@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from common.clients.redis_manager import CONNECTION_ERRORS, is_embedded
+from common.workers.hygiene import remove_consumer_if_empty
 from common.workers.outcome import Delivery
 
 if TYPE_CHECKING:
@@ -294,18 +295,20 @@ class LeaseKeeper:
 
     async def release_all(self) -> int:
         """Hand back every entry still pending for this consumer, so that another consumer's
-        reclaim takes it at once (a waiting retry keeps what is left of its backoff); remove
-        the consumer from the group when it holds nothing. Entries deleted from the stream
-        meanwhile cannot be handed back (claiming one drops it): they are counted as deleted
-        while pending."""
+        reclaim takes it at once (a waiting retry keeps what is left of its backoff), including
+        entries a reclaimer claimed for it that it never started (its ``intake``); then remove
+        the consumer from the group if it holds nothing. The check and the removal are one
+        step (a script): an entry claimed for this consumer meanwhile is never destroyed with
+        it. Entries deleted from the stream meanwhile cannot be handed back (claiming one drops
+        it): they are counted as deleted while pending."""
         c = self.consumer
         released = 0
+        c.intake.clear()  # pending under this consumer in Redis: released with the rest below
         try:
-            start, seen = "-", 0
+            start = "-"
             while pending := await c.redis.xpending_range(
                 c.stream, c.group, min=start, max="+", count=_RELEASE_PAGE, consumername=c.consumer
             ):
-                seen += len(pending)
                 released += await self._release(pending)
                 if len(pending) < _RELEASE_PAGE:
                     break
@@ -313,11 +316,11 @@ class LeaseKeeper:
             if released:
                 c.stats.released += released
                 c.log.info("released %d pending entries for prompt pickup", released)
-            if not seen:
-                await c.redis.xgroup_delconsumer(c.stream, c.group, c.consumer)
+            await remove_consumer_if_empty(c.redis, c.stream, c.group, c.consumer)
         except Exception as exc:
             c.log.warning("could not release pending entries: %s", exc)
         c.held.clear()
+        c.intake.clear()
         self.gone.clear()
         self._reset_at.clear()
         return released

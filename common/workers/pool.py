@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
@@ -17,11 +17,25 @@ from common.clients.base_redis_client import BaseRedisClient
 from common.clients.redis_manager import RedisManager
 from common.errors import WorkerStateError
 from common.workers.base_worker import BaseWorker, common_settings_of
+from common.workers.cancel import cancel_and_wait, wait_event
 from common.workers.recovery import Reclaimer
 
-__all__ = ["WorkerPool"]
+__all__ = ["FLUSH_ALLOWANCE_S", "WorkerPool"]
 
 logger = logging.getLogger("common.workers")
+
+FLUSH_ALLOWANCE_S = 5.0
+"""Allowed by :meth:`WorkerPool.stop` past ``shutdown_grace_s`` for the last flush and hand-back."""
+_CANCEL_WAIT_S = 2.0  # how long a cancelled task (or a close) may take before it is left behind
+
+
+async def _bounded(closing: Coroutine[Any, Any, None], what: str) -> None:
+    try:
+        async with asyncio.timeout(_CANCEL_WAIT_S):
+            await closing
+    except TimeoutError:
+        logger.error("%s took over %.1fs; left unfinished", what, _CANCEL_WAIT_S)
+
 
 W = TypeVar("W", bound=BaseWorker)
 
@@ -65,6 +79,7 @@ class WorkerPool(Generic[W]):
         self._tasks: list[asyncio.Task[None]] = []
         self._reclaimer: Reclaimer | None = None
         self._stopping = False
+        self._stop_requested = asyncio.Event()
         self.client: BaseRedisClient | None = None
 
     @property
@@ -81,6 +96,7 @@ class WorkerPool(Generic[W]):
         if self._tasks:
             raise WorkerStateError("the pool is already running")
         self._stopping = False
+        self._stop_requested = asyncio.Event()
         if self._redis is None:
             self._manager = RedisManager(self.settings)
             self._redis = (await self._manager.initialize()).get_client()
@@ -115,14 +131,14 @@ class WorkerPool(Generic[W]):
         )
 
     async def _supervise(self, worker: W) -> None:
-        while True:
+        while not self._stop_requested.is_set():
             try:
                 await worker.run()
                 return
             except asyncio.CancelledError:
                 raise
             except Exception:
-                if self._stopping:
+                if self._stop_requested.is_set():
                     return
                 self.restarts += 1
                 logger.exception(
@@ -130,31 +146,44 @@ class WorkerPool(Generic[W]):
                     worker.consumer_name,
                     self.restart_delay_s,
                 )
-                await asyncio.sleep(self.restart_delay_s)
+                # A stop during the delay ends it at once: a stopped worker is never restarted.
+                await wait_event(self._stop_requested, self.restart_delay_s)
 
     async def stop(self) -> None:
-        """Stop every worker, let in-flight work finish within ``shutdown_grace_s``, close."""
+        """Stop every worker, let in-flight work finish within ``shutdown_grace_s``, close.
+
+        Final (no worker is restarted afterwards) and bounded: about ``shutdown_grace_s`` plus
+        one flush (:data:`FLUSH_ALLOWANCE_S`), then whatever is still running is cancelled, and
+        a task that does not even end then is logged and left behind rather than waited for.
+        """
         if not self._tasks:
             return
         self._stopping = True
-        if self._reclaimer is not None:
+        self._stop_requested.set()
+        if self._reclaimer is not None:  # first: no claim may reach a worker that has let go
             await self._reclaimer.stop()
+            self._reclaimer = None
         for worker in self.workers:
             await worker.stop()
-        # run() itself bounds in-flight work by the grace period; allow time for the flush.
-        grace = self.settings.shutdown_grace_s + 10
+        # run() itself bounds in-flight work by the grace period; then comes one flush.
+        grace = self.settings.shutdown_grace_s + FLUSH_ALLOWANCE_S
         _done, pending = await asyncio.wait(self._tasks, timeout=grace)
         for task in pending:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            if not await cancel_and_wait(task, _CANCEL_WAIT_S):
+                logger.error("worker task %s did not stop; leaving it", task.get_name())
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                logger.error(
+                    "worker task %s failed at stop", task.get_name(), exc_info=task.exception()
+                )
         self._tasks = []
         if self.client is not None:
-            await self.client.close()
-            self.client = None
+            client, self.client = self.client, None
+            await _bounded(client.close(), "closing the pool's client")
         if self._manager is not None:
-            await self._manager.close()
-            self._manager = None
+            manager, self._manager = self._manager, None
             self._redis = None
+            await _bounded(manager.close(), "closing the pool's Redis connections")
         logger.info("stopped %d %s workers", len(self.workers), self.worker_class.__name__)
 
     def health(self) -> dict[str, Any]:

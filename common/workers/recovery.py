@@ -11,13 +11,13 @@ trimmed while pending are cleared from the pending list and counted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from common.workers.cancel import cancel_and_wait, cancel_requested, wait_event
 from common.workers.delays import Claimed, claim_due, claim_idle, due_ids
 from common.workers.engine import StreamConsumer
 from common.workers.hygiene import tidy_stream
@@ -29,6 +29,12 @@ __all__ = ["Reclaimer"]
 logger = logging.getLogger("common.workers")
 
 _PAGE = 100
+_STOP_TIMEOUT_S = 2.0
+
+
+def _accepts_work(worker: StreamConsumer) -> bool:
+    """A worker may be handed claimed entries only while it runs and is not stopping."""
+    return worker.is_running and not worker._stopping.is_set()
 
 
 class Reclaimer:
@@ -49,21 +55,25 @@ class Reclaimer:
         self.deleted_while_pending = 0
         self._turn = itertools.cycle(range(len(self.workers)))
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     def start(self) -> None:
         if self._task is None or self._task.done():
+            self._stop.clear()
             self._task = asyncio.create_task(self._loop(), name=f"reclaim:{self.stream}")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = _STOP_TIMEOUT_S) -> None:
+        """Stop the loop at once (a pass in flight is cut short: whatever it claimed stays
+        pending under its target consumer, whose hand-back releases it); waits at most
+        ``timeout`` seconds."""
+        self._stop.set()
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if task is not None and not await cancel_and_wait(task, timeout):
+            logger.error("reclaim loop on %s did not stop within %.1fs", self.stream, timeout)
 
     async def _loop(self) -> None:
         passes = 0
-        while True:
+        while not self._stop.is_set():
             try:
                 await self.reclaim_once()
                 passes += 1
@@ -75,12 +85,14 @@ class Reclaimer:
                 raise
             except Exception as exc:
                 logger.warning("reclaim pass on %s failed: %s", self.stream, exc)
-            await asyncio.sleep(self.settings.claim_interval_s)
+            if cancel_requested():  # a callee swallowed our cancellation: honour it here
+                raise asyncio.CancelledError
+            await wait_event(self._stop, self.settings.claim_interval_s)
 
     def _target(self) -> StreamConsumer | None:
         for _ in range(len(self.workers)):
             worker = self.workers[next(self._turn)]
-            if worker.is_running and not worker._stopping.is_set():
+            if _accepts_work(worker):
                 return worker
         return None
 
@@ -109,7 +121,9 @@ class Reclaimer:
         claimed = await claim_idle(
             self.redis, self.stream, self.group, target.consumer, ids, self.visibility_ms
         )
-        return self._hand_over(target, claimed, "idle over %.1fs" % (self.visibility_ms / 1000))
+        return await self._hand_over(
+            target, claimed, "idle over %.1fs" % (self.visibility_ms / 1000)
+        )
 
     async def claim_due_retries(self) -> int:
         """Claim the retries that are due in the delay set (their consumer may be gone)."""
@@ -124,19 +138,26 @@ class Reclaimer:
             claimed = await claim_due(
                 self.redis, self.stream, self.group, target.consumer, ids, int(time.time() * 1000)
             )
-            total += self._hand_over(target, claimed, "due retries")
+            total += await self._hand_over(target, claimed, "due retries")
             if len(ids) < 100:
                 return total
 
-    def _hand_over(self, target: StreamConsumer, claimed: Claimed, why: str) -> int:
+    async def _hand_over(self, target: StreamConsumer, claimed: Claimed, why: str) -> int:
+        # The target may have begun to stop while the claims were on their way (its hand-back
+        # may even be over): then it gets nothing, and what was claimed for it is handed back.
+        handing_over = _accepts_work(target)
         now = time.monotonic()
         deliveries: list[Delivery] = []
+        refused: list[tuple[bytes, int]] = []
         gone = 0
         for entry_id, got in claimed.items():
             if got is None:
                 gone += 1
                 continue
             count, fields = got
+            if not handing_over:
+                refused.append((entry_id, count))
+                continue
             delivery = Delivery(entry_id, fields, count, now)
             target.held[entry_id] = delivery
             deliveries.append(delivery)
@@ -149,4 +170,28 @@ class Reclaimer:
             target.stats.reclaimed += len(deliveries)
             self.reclaimed += len(deliveries)
             logger.info("%s: claimed %d entries (%s)", target.consumer, len(deliveries), why)
+        if refused:
+            await self._hand_back(target, refused)
         return len(deliveries)
+
+    async def _hand_back(self, target: StreamConsumer, claimed: list[tuple[bytes, int]]) -> None:
+        """Entries just claimed for a consumer that is stopping: make them idle past the
+        visibility timeout again, with the delivery this claim counted taken back (RETRYCOUNT),
+        so that the next pass, here or in another process, takes them at once, at no cost to
+        their retry budget. They stay pending meanwhile: never lost."""
+        pipe = self.redis.pipeline(transaction=False)
+        for entry_id, count in claimed:
+            pipe.xclaim(
+                self.stream,
+                self.group,
+                target.consumer,
+                0,
+                [entry_id],
+                idle=self.visibility_ms,
+                retrycount=max(0, count - 1),
+                justid=True,
+            )
+        await pipe.execute(raise_on_error=False)
+        logger.info(
+            "%s: stopping; handed back %d entries claimed for it", target.consumer, len(claimed)
+        )
