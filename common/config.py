@@ -85,6 +85,9 @@ class CommonAppSettings(BaseSettings):
     redis_socket_timeout_s: float | None = Field(
         None, gt=0, description="Socket timeout for commands (None: no timeout)."
     )
+    redis_send_timeout_s: float = Field(
+        10.0, gt=0, description="Longest wait for a send (XADD) before SendTimeoutError."
+    )
     queue_prefix: str = Field("app", description="First segment of every key.")
 
     num_internal_workers: int = Field(4, ge=1, le=1024, description="Workers per process.")

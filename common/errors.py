@@ -15,6 +15,7 @@
      ├── ActionTimeoutError          a pseudo-sync call got no reply in time
      ├── RemoteActionError           a pseudo-sync call got an error reply
      ├── PartialSendError            some actions of a batch send were not appended
+     ├── SendTimeoutError            a send did not complete in time (also a TimeoutError)
      └── WorkerStateError            a worker or client used in the wrong state
 """
 
@@ -39,6 +40,7 @@ __all__ = [
     "PayloadTooLargeError",
     "RemoteActionError",
     "RetryLaterError",
+    "SendTimeoutError",
     "UnknownActionError",
     "WorkerStateError",
 ]
@@ -139,6 +141,30 @@ class PartialSendError(CommonError):
         super().__init__(f"{len(errors)} of {len(entry_ids)} actions were not sent: {errors[0]}")
         self.entry_ids = entry_ids
         self.errors = errors
+
+
+class SendTimeoutError(CommonError, TimeoutError):
+    """A send did not complete within its time limit (``redis_send_timeout_s``).
+
+    ``outcome_unknown`` is True when the action(s) had gone out to Redis: they may or may not
+    have been appended, and may still run. Nothing is resent automatically: resending may run
+    an action twice. It is False when the send was still waiting for its turn and never went
+    out: resending is safe."""
+
+    def __init__(self, timeout: float, *, outcome_unknown: bool, count: int = 1) -> None:
+        what = "the action" if count == 1 else f"the {count} actions"
+        if outcome_unknown:
+            detail = (
+                f"{what} went out to Redis, whose answer did not come: the outcome is unknown"
+                " (appended or not); not resent"
+            )
+        else:
+            detail = f"{what} waited for an earlier send and were not sent; safe to resend"
+            if count == 1:
+                detail = f"{what} waited for an earlier send and was not sent; safe to resend"
+        super().__init__(f"send not completed within {timeout:g}s: {detail}")
+        self.timeout = timeout
+        self.outcome_unknown = outcome_unknown
 
 
 class WorkerStateError(CommonError, RuntimeError):

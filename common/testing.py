@@ -2,7 +2,8 @@
 
 ``RedisServer`` starts a real ``redis-server`` on an ephemeral loopback port in a temporary
 directory, and can kill (SIGKILL), stop and restart it on the same port, with or without AOF,
-so that fault tests can take the server away from running workers.
+so that fault tests can take the server away from running workers. With ``unixsocket=True`` it
+also listens on a Unix socket in that directory (``unix_url``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class RedisServer:
         appendfsync: str = "everysec",
         binary: str | None = None,
         extra_args: tuple[str, ...] = (),
+        unixsocket: bool = False,
     ) -> None:
         found = binary or shutil.which("redis-server")
         if found is None:
@@ -57,11 +59,19 @@ class RedisServer:
         self.extra_args = extra_args
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="redis-test-"))
+        self.unixsocket: Path | None = self.dir / "redis.sock" if unixsocket else None
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        """``unix://`` URL of the server's socket (started with ``unixsocket=True``)."""
+        if self.unixsocket is None:
+            raise RuntimeError("this RedisServer was not started with unixsocket=True")
+        return f"unix://{self.unixsocket}"
 
     @property
     def pid(self) -> int | None:
@@ -93,6 +103,7 @@ class RedisServer:
             "no",
             "--logfile",
             str(self.dir / "redis.log"),
+            *(("--unixsocket", str(self.unixsocket)) if self.unixsocket else ()),
             *self.extra_args,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

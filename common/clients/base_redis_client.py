@@ -13,17 +13,37 @@ import redis.asyncio as aioredis
 from pydantic import TypeAdapter
 from redis.exceptions import ResponseError
 
+from common.clients.deadlines import Deadlines, TaskBound
 from common.clients.queue_manager import QueueManager
 from common.clients.reply_listener import ReplyListener
 from common.config import CommonAppSettings
-from common.errors import ActionTimeoutError, PartialSendError
+from common.errors import ActionTimeoutError, PartialSendError, SendTimeoutError
 from common.models.actions import ActionType, DomainAction, DomainActionResponse
 from common.models.codec import encode_action
 
 __all__ = ["BaseRedisClient"]
 
 
-_Queued = tuple[str, dict[str, bytes], asyncio.Future[str]]  # stream, fields, caller
+class _Queued:
+    """A single send waiting for the next coalesced pipeline, bounded by its caller's deadline."""
+
+    __slots__ = ("deadline", "fields", "future", "stream", "taken", "timeout")
+
+    def __init__(
+        self, stream: str, fields: dict[str, bytes], deadline: float, timeout: float
+    ) -> None:
+        self.stream = stream
+        self.fields = fields
+        self.future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.deadline = deadline  # event-loop time when the caller stops waiting
+        self.timeout = timeout  # the caller's time limit, for the error message
+        self.taken = False  # put into a pipeline: it may reach Redis from then on
+
+    def expire(self) -> None:
+        if not self.future.done():
+            self.future.set_exception(SendTimeoutError(self.timeout, outcome_unknown=self.taken))
+
+
 # DomainAction's check of callback_action_type, for a value set with model_copy.
 _ACTION_TYPE: TypeAdapter[str] = TypeAdapter(ActionType)
 
@@ -41,6 +61,15 @@ class BaseRedisClient:
     Single sends (``send_action_async``, ``send_action_pseudo_sync``) are coalesced: while one
     XADD of this client is in flight, the sends that arrive queue up and go out together in one
     pipeline as soon as it returns; each caller still gets its own entry id or its own error.
+
+    Every send is bounded in time: a pseudo-sync call by its ``timeout`` (the send included),
+    the other sends by ``settings.redis_send_timeout_s`` (default 10 s), so that a server that
+    stops answering never hangs a caller. A send cut off that way raises
+    :class:`SendTimeoutError`, which says whether the action had gone out to Redis (then the
+    outcome is unknown: it may have been appended) or not (then resending is safe). Nothing is
+    ever resent automatically. The same holds for a ``redis.exceptions.ConnectionError`` raised
+    by a send: unless the connection failed while being opened, the action may have reached
+    Redis.
     """
 
     def __init__(
@@ -58,6 +87,8 @@ class BaseRedisClient:
         self.own_stream = self.queues.action_stream(service_name)
         self._streams: dict[str, str] = {}
         self._replies = ReplyListener(redis, self.reply_key)
+        self._send_timeout = self.settings.redis_send_timeout_s
+        self._deadlines = Deadlines()  # one timer bounds every send of this client
         # XADD coalescing: is one in flight, who waits for the next pipeline, who sends it.
         self._sending = False
         self._queued: list[_Queued] = []
@@ -82,29 +113,49 @@ class BaseRedisClient:
         return action.model_copy(update=update) if update else action
 
     async def send_action_async(self, action: DomainAction) -> str:
-        """Append ``action`` to its target's stream; returns the stream entry id."""
+        """Append ``action`` to its target's stream; returns the stream entry id.
+
+        Raises :class:`SendTimeoutError` if Redis has not answered within
+        ``settings.redis_send_timeout_s`` (see the class docstring)."""
         return await self._send(self._stamp(action))
 
     async def _send(self, action: DomainAction) -> str:
         fields = encode_action(action, self.settings.max_payload_bytes)
-        return await self._xadd(self.stream_for(action), fields)
+        deadline = asyncio.get_running_loop().time() + self._send_timeout
+        return await self._xadd(self.stream_for(action), fields, deadline, self._send_timeout)
 
-    async def _xadd(self, stream: str, fields: dict[str, bytes]) -> str:
+    async def _xadd(
+        self, stream: str, fields: dict[str, bytes], deadline: float, timeout: float
+    ) -> str:
         """XADD one entry, coalesced with the other single sends of this client.
 
         With nothing in flight the XADD goes out at once (sequential latency is that of a
         plain XADD); otherwise the call waits for the next pipeline, which the flusher task
-        sends as soon as the XADD in flight returns.
+        sends as soon as the XADD in flight returns. Either way the caller waits until the
+        event-loop time ``deadline`` at most (``timeout``: for the error message), then gets
+        :class:`SendTimeoutError`.
         """
         if not self._sending:
             self._sending = True
+            bound = TaskBound(deadline)
+            self._deadlines.track(bound)
             try:
                 return _entry_id(await self.redis.xadd(stream, fields))  # type: ignore[arg-type]
+            except asyncio.CancelledError:
+                if bound.timed_out():  # cut off mid-command: redis-py closes that connection
+                    raise SendTimeoutError(timeout, outcome_unknown=True) from None
+                raise
             finally:
+                self._deadlines.untrack(bound)
                 self._after_send()
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._queued.append((stream, fields, future))
-        return await future  # cancelled while queued: the flusher skips it, nothing is sent
+        queued = _Queued(stream, fields, deadline, timeout)
+        self._queued.append(queued)
+        self._deadlines.track(queued)  # past the deadline, the future fails (SendTimeoutError)
+        try:
+            # Cancelled while queued: the flusher skips it, nothing is sent.
+            return await queued.future
+        finally:
+            self._deadlines.untrack(queued)
 
     def _after_send(self) -> None:
         """The XADD in flight returned: send what queued up meanwhile, or become idle."""
@@ -123,57 +174,87 @@ class BaseRedisClient:
         """Send what queued up, one pipeline per round trip, until nothing is left."""
         try:
             while self._queued:
-                batch = [q for q in self._queued if not q[2].done()]
+                batch = [q for q in self._queued if not q.future.done()]
                 self._queued = []
+                for queued in batch:
+                    queued.taken = True
                 if batch:
                     await self._send_batch(batch)
         finally:
             # Left over only if the flusher itself was cancelled: those callers are too.
-            for _, _, future in self._queued:
-                future.cancel()
+            for queued in self._queued:
+                queued.future.cancel()
             self._queued = []
             self._flusher = None
             self._after_send()
 
     async def _send_batch(self, batch: list[_Queued]) -> None:
+        # Each caller stops waiting at its own deadline (its future fails then); the round trip
+        # itself is given up when the last of them has.
+        bound = TaskBound(max(q.deadline for q in batch))
+        self._deadlines.track(bound)
         try:
             if len(batch) == 1:
-                stream, fields, _ = batch[0]
-                results: list[Any] = [await self.redis.xadd(stream, fields)]  # type: ignore[arg-type]
+                one = batch[0]
+                results: list[Any] = [await self.redis.xadd(one.stream, one.fields)]  # type: ignore[arg-type]
             else:
                 pipe = self.redis.pipeline(transaction=False)
-                for stream, fields, _ in batch:
-                    pipe.xadd(stream, fields)  # type: ignore[arg-type]
+                for queued in batch:
+                    pipe.xadd(queued.stream, queued.fields)  # type: ignore[arg-type]
                 results = await pipe.execute(raise_on_error=False)
         except Exception as exc:
             # The round trip failed: every caller in it gets the error.
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            for queued in batch:
+                if not queued.future.done():
+                    queued.future.set_exception(exc)
             return
-        except BaseException:
-            for _, _, future in batch:
-                future.cancel()  # no-op on the ones already done
+        except asyncio.CancelledError:
+            if bound.timed_out():  # every caller has had its SendTimeoutError already
+                for queued in batch:
+                    queued.expire()
+                return
+            for queued in batch:
+                queued.future.cancel()  # no-op on the ones already done
             raise
-        for (_, _, future), result in zip(batch, results, strict=True):
-            if future.done():
+        except BaseException:
+            for queued in batch:
+                queued.future.cancel()
+            raise
+        finally:
+            self._deadlines.untrack(bound)
+        for queued, result in zip(batch, results, strict=True):
+            if queued.future.done():
                 continue
             if isinstance(result, ResponseError):
-                future.set_exception(result)
+                queued.future.set_exception(result)
             else:
-                future.set_result(_entry_id(result))
+                queued.future.set_result(_entry_id(result))
 
     async def send_actions_async(self, actions: Iterable[DomainAction]) -> list[str]:
         """Send many actions in one pipelined round trip; returns their entry ids in order.
 
         Every action is encoded (and size-checked) before anything is sent. If Redis refuses
-        some of the appends, :class:`PartialSendError` says which ones went out."""
-        limit = self.settings.max_payload_bytes
+        some of the appends, :class:`PartialSendError` says which ones went out; if it does not
+        answer within ``settings.redis_send_timeout_s``, :class:`SendTimeoutError` says that
+        the outcome is unknown (any of them may have been appended; none is resent)."""
+        size_limit = self.settings.max_payload_bytes
         pipe = self.redis.pipeline(transaction=False)
         for action in actions:
             action = self._stamp(action)
-            pipe.xadd(self.stream_for(action), encode_action(action, limit))  # type: ignore[arg-type]
-        results = await pipe.execute(raise_on_error=False)
+            pipe.xadd(self.stream_for(action), encode_action(action, size_limit))  # type: ignore[arg-type]
+        count = len(pipe)
+        bound = TaskBound(asyncio.get_running_loop().time() + self._send_timeout)
+        self._deadlines.track(bound)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:
+            if bound.timed_out():
+                raise SendTimeoutError(
+                    self._send_timeout, outcome_unknown=True, count=count
+                ) from None
+            raise
+        finally:
+            self._deadlines.untrack(bound)
         errors = [r for r in results if isinstance(r, Exception)]
         if errors:
             ids = [None if isinstance(r, Exception) else _entry_id(r) for r in results]
@@ -201,12 +282,16 @@ class BaseRedisClient:
     ) -> DomainActionResponse:
         """Send ``action`` and wait for its :class:`DomainActionResponse`.
 
-        Raises :class:`ActionTimeoutError` if no reply arrives within ``timeout`` seconds;
-        a reply that arrives later is discarded. Unless the action has a ``deadline``, it gets
-        one at the timeout, so that workers skip work whose caller has given up.
+        Raises :class:`ActionTimeoutError` if no reply arrives within ``timeout`` seconds,
+        counted from the call: the send is bounded by the same timeout (if the send itself was
+        cut off, the error's ``__cause__`` is the :class:`SendTimeoutError` saying whether the
+        action went out). A reply that arrives later is discarded. Unless the action has a
+        ``deadline``, it gets one at the timeout, so that workers skip work whose caller has
+        given up.
         """
         if timeout <= 0:
             raise ValueError("timeout must be > 0")
+        deadline = asyncio.get_running_loop().time() + timeout
         update: dict[str, Any] = {"callback_queue_name": self.reply_key}
         if action.deadline is None:
             update["deadline"] = datetime.now(UTC) + timedelta(seconds=timeout)
@@ -214,10 +299,20 @@ class BaseRedisClient:
         future = self._replies.expect(action.action_id)
         try:
             fields = encode_action(action, self.settings.max_payload_bytes)
-            await self._xadd(self.stream_for(action), fields)
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise ActionTimeoutError(action.action_id, timeout) from None
+            try:
+                await self._xadd(self.stream_for(action), fields, deadline, timeout)
+            except SendTimeoutError as exc:
+                raise ActionTimeoutError(action.action_id, timeout) from exc
+            bound = TaskBound(deadline)
+            self._deadlines.track(bound)
+            try:
+                return await future
+            except asyncio.CancelledError:
+                if bound.timed_out():
+                    raise ActionTimeoutError(action.action_id, timeout) from None
+                raise
+            finally:
+                self._deadlines.untrack(bound)
         finally:
             self._replies.forget(action.action_id)
 
@@ -228,8 +323,10 @@ class BaseRedisClient:
             self._idle_waiters.append(waiter)
             await waiter
         await self._replies.close()
-        with contextlib.suppress(Exception):
-            await self.redis.delete(self.reply_key)
+        with contextlib.suppress(Exception):  # best effort, and bounded: its key expires anyway
+            async with asyncio.timeout(self._send_timeout):
+                await self.redis.delete(self.reply_key)
+        self._deadlines.close()
 
     async def __aenter__(self) -> BaseRedisClient:
         return self

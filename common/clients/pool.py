@@ -5,7 +5,13 @@ of the socket and several metrics hooks on every command; measured here, that is
 of an awaited command's cost. This pool keeps the same contract (at most ``max_connections``,
 callers wait up to ``timeout`` for a free one) with none of that per-command work. A connection
 whose command failed or was cancelled is disconnected by redis-py itself and reconnects when
-next handed out, so no probe is needed.
+next handed out. One that the server (or a proxy) closed while it sat idle in the pool is
+recognised without a round trip: the event loop has already fed the end of its stream (or an
+error, or unsolicited bytes) to the connection's reader, so a look at that reader before
+handing it out tells, and the connection is reconnected first. Nothing was sent on it, so
+nothing is resent. (A close that the event loop has not seen yet, within the same loop
+iteration, still fails the command: the caller gets the error, the command is never replayed,
+as it may have reached the server.)
 
 Its connections also pack commands with hiredis's C packer (redis-py's asyncio connection packs
 in Python: about 60 us for an XACK of 100 ids, against 11 us).
@@ -54,6 +60,15 @@ def _packing_in_c(connection_class: type[AbstractConnection]) -> type[AbstractCo
     return _PACKING_IN_C[connection_class]
 
 
+def _closed_while_idle(connection: AbstractConnection) -> bool:
+    """The idle ``connection``'s socket was closed by the other end, failed, or holds bytes
+    nobody asked for: it must not carry a command. Local checks only, no system call."""
+    reader = connection._reader
+    return reader is not None and (
+        reader.at_eof() or reader.exception() is not None or bool(getattr(reader, "_buffer", b""))
+    )
+
+
 class LeanConnectionPool(ConnectionPool):
     def __init__(self, *args: Any, timeout: float | None = 30.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -67,6 +82,8 @@ class LeanConnectionPool(ConnectionPool):
         while True:
             if self._available_connections:
                 connection = self._available_connections.pop()
+                if _closed_while_idle(connection):
+                    await connection.disconnect(nowait=True)
                 break
             if len(self._in_use_connections) < self.max_connections:
                 connection = self.make_connection()  # type: ignore[no-untyped-call]

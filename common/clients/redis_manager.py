@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import BlockingConnectionPool
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -58,13 +58,22 @@ def _memory_server(name: str) -> Any:
         return server
 
 
+# How long a caller waits for a free pooled connection before ConnectionError.
+_POOL_WAIT_S = 30.0
+
+
+class _LeanSentinelPool(SentinelConnectionPool, LeanConnectionPool):
+    """Sentinel's master pool with :class:`LeanConnectionPool`'s bound and waiting callers."""
+
+
 class RedisManager:
     """Owns the Redis connection pool of a service.
 
     ``redis://`` and ``rediss://`` (TLS) URLs may carry ``user:password@`` credentials and a
-    database number; ``memory://[name]`` selects an embedded in-process server (fakeredis)
-    shared by every client in the process; ``redis+sentinel://h1:p1,h2:p2/master`` asks
-    Sentinel for the master.
+    database number; so may ``unix://[user:password@]/path/to/redis.sock[?db=N]`` (a Unix
+    socket: no TCP keepalive there); ``memory://[name]`` selects an embedded in-process server
+    (fakeredis) shared by every client in the process; ``redis+sentinel://h1:p1,h2:p2/master``
+    asks Sentinel for the master, whose pool is bounded by ``redis_max_connections``.
     """
 
     def __init__(self, settings: CommonAppSettings | None = None, **overrides: Any) -> None:
@@ -110,14 +119,16 @@ class RedisManager:
     ) -> None:
         await self.close()
 
-    def _common_kwargs(self) -> dict[str, Any]:
+    def _common_kwargs(self, *, tcp: bool = True) -> dict[str, Any]:
         s = self.settings
-        return {
-            "socket_keepalive": s.redis_socket_keepalive,
+        kwargs: dict[str, Any] = {
             "socket_timeout": s.redis_socket_timeout_s,
             "socket_connect_timeout": 5.0,
             "max_connections": s.redis_max_connections,
         }
+        if tcp:  # a Unix socket connection takes no keepalive option
+            kwargs["socket_keepalive"] = s.redis_socket_keepalive
+        return kwargs
 
     def _build(self) -> aioredis.Redis:
         url = self.url
@@ -143,7 +154,8 @@ class RedisManager:
         try:
             # Blocking: past redis_max_connections, callers wait for a connection instead of
             # failing with "Too many connections"; lean: no per-command bookkeeping.
-            pool = LeanConnectionPool.from_url(url, timeout=30, **self._common_kwargs())
+            kwargs = self._common_kwargs(tcp=not url.startswith("unix://"))
+            pool = LeanConnectionPool.from_url(url, timeout=_POOL_WAIT_S, **kwargs)
             return aioredis.Redis.from_pool(pool)
         except ValueError as exc:
             raise ConfigurationError(f"redis_url: {exc}") from exc
@@ -158,12 +170,19 @@ class RedisManager:
             host, _, port = hostport.partition(":")
             hosts.append((host, int(port or 26379)))
         kwargs = self._common_kwargs()
-        kwargs.pop("max_connections")
+        max_connections = kwargs.pop("max_connections")  # the master's pool's, not Sentinel's
         if parts.username or parts.password:
             kwargs["username"] = unquote(parts.username) if parts.username else None
             kwargs["password"] = unquote(parts.password) if parts.password else None
         sentinel = Sentinel(hosts, **kwargs)  # type: ignore[no-untyped-call]
-        client: aioredis.Redis = sentinel.master_for(master)
+        # The same pool as for redis://: at most redis_max_connections to the master, callers
+        # past it wait for a free one.
+        client: aioredis.Redis = sentinel.master_for(
+            master,
+            connection_pool_class=_LeanSentinelPool,
+            max_connections=max_connections,
+            timeout=_POOL_WAIT_S,
+        )
         return client
 
 
