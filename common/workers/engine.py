@@ -369,6 +369,7 @@ class StreamConsumer(Settlement, ABC):
             self._slots.release()
 
     async def _run_one(self, delivery: Delivery) -> Outcome:
+        delivery.started = True
         if delivery.attempt > self.retry_policy.max_retries:
             # Delivered more often than the budget allows (its consumers kept dying): poison.
             return self._exhausted(

@@ -329,11 +329,26 @@ class LeaseKeeper:
         c = self.consumer
         ids: list[bytes] = [item["message_id"] for item in pending]
         pipe = c.redis.pipeline(transaction=False)
-        for entry_id in ids:
+        for item in pending:
+            entry_id = item["message_id"]
             # Idle past the timeout: a reclaimer takes it at once (a scheduled retry stays in
-            # the delay set, which keeps reclaimers off it until it is due).
-            idle = self.visibility_ms
-            pipe.xclaim(c.stream, c.group, c.consumer, 0, [entry_id], idle=idle, justid=True)
+            # the delay set, which keeps reclaimers off it until it is due). One that was read
+            # but never started gets its delivery back (RETRYCOUNT): the reclaimer's claim
+            # counts it again, so a graceful hand-back costs no attempt of its retry budget.
+            held = c.held.get(entry_id)
+            retrycount = None
+            if held is not None and not held.started:
+                retrycount = max(0, int(item["times_delivered"]) - 1)
+            pipe.xclaim(
+                c.stream,
+                c.group,
+                c.consumer,
+                0,
+                [entry_id],
+                idle=self.visibility_ms,
+                retrycount=retrycount,
+                justid=True,
+            )
         results = await pipe.execute(raise_on_error=False)
         refused = [
             i for i, r in zip(ids, results, strict=True) if isinstance(r, Exception) or not r

@@ -49,6 +49,7 @@ class Delivery:
     attempt: int = 1
     touched: float = 0.0  # monotonic time at which Redis last reset the entry's idle time
     payload: Any = None  # the decoded message, once a processor has decoded it
+    started: bool = False  # its handler was started (a hand-back then costs an attempt)
 
     @property
     def first_seen_ms(self) -> int:

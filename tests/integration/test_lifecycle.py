@@ -355,3 +355,28 @@ async def test_pool_lifespan_directly_as_fastapi_lifespan(settings: CommonAppSet
 def test_pool_refuses_bad_sizes(settings: CommonAppSettings, bad: int) -> None:
     with pytest.raises(ValueError):
         WorkerPool(CalcWorker, settings, num_workers=bad)
+
+
+async def test_a_graceful_hand_back_costs_no_attempt(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    """With max_retries=1 every entry has one delivery. A stop hands back the entries read
+    but not started; the next pool runs them all: the hand-back gave their delivery back
+    (before, the reclaim counted a second one and dead-lettered them unrun)."""
+    s = settings.model_copy(
+        update={"max_retries": 1, "worker_batch_size": 10, "visibility_timeout_s": 30.0}
+    )
+    client = BaseRedisClient("api", redis, s)
+    first = WorkerPool(CalcWorker, s, redis, num_workers=1)
+    await first.start()
+    actions = [DomainAction(action_type="calc.slow", data={"seconds": 0.3}) for _ in range(5)]
+    for action in actions:
+        await client.send_action_async(action)
+    await wait_for(lambda: first.workers[0].stats.read == 5)
+    await first.stop()
+    handled_first = len(first.workers[0].handled)
+    assert handled_first < 5
+    async with WorkerPool(CalcWorker, s, redis, num_workers=1) as second:
+        await wait_for(lambda: len(second.workers[0].handled) == 5 - handled_first, timeout=10)
+        assert second.workers[0].stats.dead_lettered == {}
+    await client.close()
