@@ -10,7 +10,6 @@ Subclasses decide what an entry means by implementing :meth:`_process_delivery`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -24,6 +23,7 @@ from common.clients.redis_manager import CONNECTION_ERRORS, is_embedded
 from common.config import CommonAppSettings
 from common.errors import WorkerStateError
 from common.models.actions import ErrorDetail
+from common.workers.cancel import cancel_and_wait, wait_event
 from common.workers.delays import delay_set_key
 from common.workers.leases import LeaseKeeper
 from common.workers.logs import ContextLogger
@@ -149,7 +149,7 @@ class StreamConsumer(Settlement, ABC):
                         await self._drain(flusher)
                     finally:
                         if not flusher.done():
-                            flusher.cancel()
+                            await cancel_and_wait(flusher, 1.0)
         finally:
             self._run_task = None
 
@@ -404,8 +404,6 @@ class StreamConsumer(Settlement, ABC):
             _done, pending = await asyncio.wait(
                 set(self._active), timeout=self.settings.shutdown_grace_s
             )
-            for task in pending:
-                task.cancel()
             if pending:
                 self.log.warning(
                     "%d handlers did not finish within shutdown_grace_s=%.1f; "
@@ -413,15 +411,15 @@ class StreamConsumer(Settlement, ABC):
                     len(pending),
                     self.settings.shutdown_grace_s,
                 )
-                await asyncio.gather(*pending, return_exceptions=True)
+                for task in pending:
+                    await cancel_and_wait(task, 1.0)
         # Let the flusher write what is left (never cancelled mid-pipeline, so nothing is
         # written twice), within a bound: what it cannot write stays pending, handed back.
         self._flush_closing.set()
         self._flush_wanted.set()
         await asyncio.wait({flusher}, timeout=_FINAL_FLUSH_S)
         if not flusher.done():
-            flusher.cancel()
-            await asyncio.gather(flusher, return_exceptions=True)
+            await cancel_and_wait(flusher, 1.0)
         if self.outbox.items:
             self.log.error(
                 "giving up writing %d settled entries (%s); they stay pending and will be "
@@ -435,8 +433,7 @@ class StreamConsumer(Settlement, ABC):
     # -- helpers -----------------------------------------------------------------------------
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        await wait_event(self._stopping, seconds)
 
     async def _with_reconnect(self, operation: Callable[[], Awaitable[None]]) -> None:
         backoff = 0.1

@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from common.clients.redis_manager import CONNECTION_ERRORS, is_embedded
+from common.workers.cancel import cancel_and_wait
 from common.workers.hygiene import remove_consumer_if_empty
 from common.workers.outcome import Delivery
 
@@ -281,9 +282,8 @@ class LeaseKeeper:
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if not await cancel_and_wait(task, 2.0):
+                self.consumer.log.error("the lease renewal task would not stop")
 
     async def _loop(self) -> None:
         while True:

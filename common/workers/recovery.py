@@ -92,9 +92,12 @@ class Reclaimer:
     def _target(self) -> StreamConsumer | None:
         for _ in range(len(self.workers)):
             worker = self.workers[next(self._turn)]
-            if _accepts_work(worker):
+            if self._accepts(worker):
                 return worker
         return None
+
+    def _accepts(self, worker: StreamConsumer) -> bool:
+        return _accepts_work(worker)
 
     async def reclaim_once(self) -> int:
         """One pass over the whole pending list; returns how many entries were claimed."""
@@ -145,7 +148,7 @@ class Reclaimer:
     async def _hand_over(self, target: StreamConsumer, claimed: Claimed, why: str) -> int:
         # The target may have begun to stop while the claims were on their way (its hand-back
         # may even be over): then it gets nothing, and what was claimed for it is handed back.
-        handing_over = _accepts_work(target)
+        handing_over = self._accepts(target)
         now = time.monotonic()
         deliveries: list[Delivery] = []
         refused: list[tuple[bytes, int]] = []

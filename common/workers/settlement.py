@@ -9,13 +9,13 @@ Redis counts the delivery), or is dead-lettered once ``max_retries`` deliveries 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import logging
 import time
 from typing import TYPE_CHECKING
 
 from common.models.actions import ErrorDetail
+from common.workers.cancel import wait_event
 from common.workers.delays import ScheduleRetry, claim_due
 from common.workers.outcome import Ack, DeadLetter, DeadLetterReason, Delivery, Fail, Outcome, Write
 
@@ -183,8 +183,7 @@ class Settlement:
         backoff = 0.0
         while True:
             if backoff:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._flush_closing.wait(), backoff)
+                await wait_event(self._flush_closing, backoff)
             else:
                 await self._flush_wanted.wait()
             self._flush_wanted.clear()

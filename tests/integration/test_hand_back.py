@@ -87,21 +87,14 @@ async def test_a_claim_in_flight_is_not_handed_to_a_worker_that_stopped_meanwhil
     reclaimer = Reclaimer([worker])
     claims_sent = asyncio.Event()
     go_on = asyncio.Event()
-    make_pipeline = redis.pipeline
+    claim_script = redis.eval  # the reclaimer claims with one script call per page
 
-    def paused_pipeline(*args: Any, **kwargs: Any) -> Any:
-        pipe = make_pipeline(*args, **kwargs)
-        execute = pipe.execute
+    async def paused_claim(*args: Any, **kwargs: Any) -> Any:
+        claims_sent.set()
+        await go_on.wait()
+        return await claim_script(*args, **kwargs)
 
-        async def execute_after_pause(*a: Any, **kw: Any) -> Any:
-            claims_sent.set()
-            await go_on.wait()
-            return await execute(*a, **kw)
-
-        pipe.execute = execute_after_pause
-        return pipe
-
-    monkeypatch.setattr(reclaimer.redis, "pipeline", paused_pipeline)
+    monkeypatch.setattr(reclaimer.redis, "eval", paused_claim)
     reclaim = asyncio.create_task(reclaimer.reclaim_once())
     await asyncio.wait_for(claims_sent.wait(), 5)
     monkeypatch.undo()  # the worker's own hand-back is not paused
