@@ -37,23 +37,23 @@ _signals: weakref.WeakKeyDictionary[Any, ChangeSignal] = weakref.WeakKeyDictiona
 class KeyWatch:
     """One waiter's interest in some keys; use as a context manager around "look, then wait"."""
 
-    __slots__ = ("_event", "_loop", "_signal", "keys")
+    __slots__ = ("_event", "_loop", "_signal", "_woken", "exclusive", "keys")
 
-    def __init__(self, signal: ChangeSignal, keys: tuple[bytes, ...]) -> None:
+    def __init__(self, signal: ChangeSignal, keys: tuple[bytes, ...], exclusive: bool) -> None:
         self._signal = signal
         self.keys = keys
+        self.exclusive = exclusive
         self._loop = asyncio.get_running_loop()
         self._event = asyncio.Event()
+        self._woken = False  # set by the writer at once; the event follows in the loop
 
     @property
     def changed(self) -> bool:
         """True once a watched key was written since the watch was registered."""
-        return self._event.is_set()
+        return self._woken
 
     def _wake(self) -> None:
         """Called by the writer, in any thread, with the server lock held: never block here."""
-        if self._event.is_set():
-            return
         loop = self._loop
         try:
             if asyncio._get_running_loop() is loop:
@@ -68,7 +68,7 @@ class KeyWatch:
 
         Returns False at once when ``interrupt`` is (or becomes) set, e.g. a stop request.
         """
-        if self._event.is_set():
+        if self._woken:
             return True
         if interrupt is not None and interrupt.is_set():
             return False
@@ -76,7 +76,7 @@ class KeyWatch:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._event.wait()
-            return self._event.is_set()
+            return self._woken
         changed = asyncio.ensure_future(self._event.wait())
         interrupted = asyncio.ensure_future(interrupt.wait())
         try:
@@ -86,7 +86,7 @@ class KeyWatch:
         finally:
             changed.cancel()
             interrupted.cancel()
-        return self._event.is_set() and not interrupt.is_set()
+        return self._woken and not interrupt.is_set()
 
     def __enter__(self) -> KeyWatch:
         self._signal._add(self)
@@ -102,44 +102,71 @@ class KeyWatch:
 
 
 class ChangeSignal:
-    """Who waits for which key of one embedded server, and the wake-up when a key is written."""
+    """Who waits for which key of one embedded server, and the wake-up when a key is written.
+
+    A write wakes every shared watch of the key, and one exclusive watch not woken yet (the
+    longest waiting): consumers of one group take turns, as Redis serves blocked XREADGROUPs,
+    instead of all rushing to read the one new entry.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._watches: dict[bytes, set[KeyWatch]] = {}
+        self._shared: dict[bytes, set[KeyWatch]] = {}
+        self._exclusive: dict[bytes, dict[KeyWatch, None]] = {}  # in order of registration
 
-    def watch(self, *keys: str | bytes) -> KeyWatch:
+    def watch(self, *keys: str | bytes, exclusive: bool = False) -> KeyWatch:
         """A watch on ``keys`` for the running loop; it is registered on ``__enter__``."""
-        return KeyWatch(self, tuple(k.encode() if isinstance(k, str) else k for k in keys))
+        encoded = tuple(k.encode() if isinstance(k, str) else k for k in keys)
+        return KeyWatch(self, encoded, exclusive)
 
     @property
     def watching(self) -> int:
         """How many watches are registered (for tests and diagnostics)."""
         with self._lock:
-            return len({w for watches in self._watches.values() for w in watches})
+            shared = {w for watches in self._shared.values() for w in watches}
+            return len(shared) + len({w for ws in self._exclusive.values() for w in ws})
 
     def notify(self, key: bytes) -> None:
         """``key`` was written: wake its watchers. Runs under the server lock, in any thread."""
-        if key not in self._watches:  # the common case, decided without taking the lock
+        if key not in self._shared and key not in self._exclusive:  # decided without the lock
             return
+        woken = []
         with self._lock:
-            watches = list(self._watches.get(key, ()))
-        for watch in watches:
+            for watch in self._shared.get(key, ()):
+                if not watch._woken:
+                    watch._woken = True
+                    woken.append(watch)
+            for watch in self._exclusive.get(key, ()):
+                if not watch._woken:
+                    watch._woken = True
+                    woken.append(watch)
+                    break
+        for watch in woken:
             watch._wake()
 
     def _add(self, watch: KeyWatch) -> None:
         with self._lock:
             for key in watch.keys:
-                self._watches.setdefault(key, set()).add(watch)
+                if watch.exclusive:
+                    self._exclusive.setdefault(key, {})[watch] = None
+                else:
+                    self._shared.setdefault(key, set()).add(watch)
 
     def _remove(self, watch: KeyWatch) -> None:
         with self._lock:
             for key in watch.keys:
-                watches = self._watches.get(key)
-                if watches is not None:
-                    watches.discard(watch)
-                    if not watches:
-                        del self._watches[key]
+                if watch.exclusive:
+                    exclusive = self._exclusive.get(key)
+                    if exclusive is not None:
+                        exclusive.pop(watch, None)
+                        if not exclusive:
+                            del self._exclusive[key]
+                else:
+                    shared = self._shared.get(key)
+                    if shared is not None:
+                        shared.discard(watch)
+                        if not shared:
+                            del self._shared[key]
 
 
 def server_signal(server: Any) -> ChangeSignal:

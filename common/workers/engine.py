@@ -239,7 +239,7 @@ class StreamConsumer(Settlement, ABC):
         # versions and do not survive a cancel): read without BLOCK, and if nothing is there,
         # wait in-process for a write to the stream (watched before reading, so none is missed)
         # or for stop(), then read once more.
-        with change_signal(self.redis).watch(self.stream) as change:
+        with change_signal(self.redis).watch(self.stream, exclusive=True) as change:
             reply = await self.redis.xreadgroup(
                 self.group, self.consumer, {self.stream: ">"}, count=count
             )

@@ -115,3 +115,19 @@ async def _push(settings: CommonAppSettings, key: str) -> None:
     async with RedisManager(settings) as manager:
         client: aioredis.Redis = manager.get_client()
         await client.rpush(key, "x")
+
+
+async def test_a_write_wakes_one_exclusive_watch_per_write_and_every_shared_one() -> None:
+    async with RedisManager(_settings()) as manager:
+        redis = manager.get_client()
+        signal = change_signal(redis)
+        with (
+            signal.watch("s", exclusive=True) as first,
+            signal.watch("s", exclusive=True) as second,
+            signal.watch("s") as shared,
+        ):
+            await redis.xadd("s", {"f": "v"})
+            assert (first.changed, second.changed, shared.changed) == (True, False, True)
+            await redis.xadd("s", {"f": "v"})
+            assert second.changed  # the next write goes to the next consumer
+            assert await first.wait(1.0) and await second.wait(1.0) and await shared.wait(1.0)
