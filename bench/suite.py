@@ -9,7 +9,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bench import memory, ours, placement, raw
+from bench import embedded, memory, ours, placement, raw
 from bench.report import Row
 from bench.serve import Served
 from bench.workload import (
@@ -45,6 +45,10 @@ class Sizes:
     ps_workers: int = 1  # workers (ours) / loops (raw) answering pseudo-sync calls
     memory: int = 1_000_000  # actions for the RSS scenario (one run)
     memory_workers: int = 4
+    embedded_calls: int = 2_000  # sequential pseudo-sync calls on memory:// (after the warm-up)
+    embedded_drain: int = 1_000  # pre-loaded actions drained on memory://
+    embedded_idle_s: float = 2.0  # idle pool watched for its CPU use
+    embedded_workers: int = 4
 
 
 SMOKE = Sizes(
@@ -57,7 +61,13 @@ SMOKE = Sizes(
     warmup=10,
     in_flight_calls=300,
     memory=5_000,
+    embedded_calls=100,
+    embedded_idle_s=0.5,
 )
+
+EMBEDDED_P50_MS = 5.0  # budget of a pseudo-sync round trip on memory://
+EMBEDDED_DRAIN_MS = 1000.0  # the drain is measured against a second
+EMBEDDED_IDLE_CORE = 1.0  # idle CPU as a share of one core
 
 
 class Suite:
@@ -324,6 +334,79 @@ class Suite:
             ),
         ]
 
+    async def embedded(self) -> list[Row]:
+        """memory://: no server process, every figure against its budget (no raw side)."""
+        s = self.sizes
+        self.log(
+            f"embedded memory://: {s.embedded_calls} sequential pseudo-sync calls, "
+            f"{s.embedded_drain} actions drained, idle pool for {s.embedded_idle_s:g}s "
+            f"({s.embedded_workers} workers)"
+        )
+        workers = s.embedded_workers
+        r = await self._runs(
+            {
+                "pseudo_sync": lambda: embedded.pseudo_sync_latencies(
+                    s.embedded_calls, s.warmup, workers
+                ),
+                "drain": lambda: embedded.drain_rate(s.embedded_drain, workers),
+                "idle": lambda: embedded.idle_cpu(s.embedded_idle_s, workers),
+            },
+            flush=False,
+        )
+        p50 = median([percentile(run, 0.50) * 1000 for run in r["pseudo_sync"]])
+        p99 = median([percentile(run, 0.99) * 1000 for run in r["pseudo_sync"]])
+        drain_ms = s.embedded_drain / median(r["drain"]) * 1000
+        idle_ms = median([run["cpu_ms"] for run in r["idle"]])
+        idle_share = idle_ms / 1000 / s.embedded_idle_s / EMBEDDED_IDLE_CORE
+        return [
+            Row(
+                "embedded_pseudo_sync_p50",
+                "memory:// pseudo-sync sequential p50",
+                "ms",
+                p50,
+                None,
+                target=1.0,
+                lower_is_better=True,
+                ratio=p50 / EMBEDDED_P50_MS,
+                ratio_of=f"of {EMBEDDED_P50_MS:g} ms",
+                detail={"p50_runs_ms": [percentile(run, 0.5) * 1000 for run in r["pseudo_sync"]]},
+            ),
+            Row(
+                "embedded_pseudo_sync_p99",
+                "memory:// pseudo-sync sequential p99",
+                "ms",
+                p99,
+                None,
+                lower_is_better=True,
+                ratio=p99 / EMBEDDED_P50_MS,
+                ratio_of=f"of {EMBEDDED_P50_MS:g} ms",
+            ),
+            Row(
+                "embedded_drain",
+                f"memory:// drain of {s.embedded_drain:,} actions ({workers} workers)",
+                "ms",
+                drain_ms,
+                None,
+                target=0.25,
+                lower_is_better=True,
+                ratio=drain_ms / EMBEDDED_DRAIN_MS,
+                ratio_of="of 1 s",
+                detail={"runs_msg_per_s": r["drain"]},
+            ),
+            Row(
+                "embedded_idle_cpu",
+                f"memory:// idle pool CPU over {s.embedded_idle_s:g} s ({workers} workers)",
+                "ms",
+                idle_ms,
+                None,
+                target=0.05,
+                lower_is_better=True,
+                ratio=idle_share,
+                ratio_of="of a core",
+                detail={"runs": r["idle"]},
+            ),
+        ]
+
     async def run(self, only: set[str] | None = None) -> list[Row]:
         scenarios: dict[str, Callable[[], Awaitable[list[Row]]]] = {
             "drain": self.drain,
@@ -331,6 +414,7 @@ class Suite:
             "send": self.send,
             "pseudo_sync": self.pseudo_sync,
             "memory": self.memory,
+            "embedded": self.embedded,
         }
         rows: list[Row] = []
         for name, scenario in scenarios.items():
@@ -339,7 +423,7 @@ class Suite:
         return rows
 
 
-SCENARIOS = ("drain", "end_to_end", "send", "pseudo_sync", "memory")
+SCENARIOS = ("drain", "end_to_end", "send", "pseudo_sync", "memory", "embedded")
 
 
 def sizes_dict(sizes: Sizes) -> dict[str, Any]:
@@ -348,7 +432,9 @@ def sizes_dict(sizes: Sizes) -> dict[str, Any]:
 
 def _short(value: Any) -> str:
     if isinstance(value, dict):
-        return ", ".join(f"{k} {_short(v)}" for k, v in value.items())
+        return ", ".join(
+            f"{k} {v:.1f}" if k.endswith("_ms") else f"{k} {_short(v)}" for k, v in value.items()
+        )
     if isinstance(value, list):
         return f"p50 {percentile(value, 0.5) * 1000:.3f} ms over {len(value)} calls"
     return f"{value:,.0f}/s"

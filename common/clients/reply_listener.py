@@ -10,6 +10,7 @@ from uuid import UUID
 
 import redis.asyncio as aioredis
 
+from common.clients.embedded import change_signal
 from common.clients.redis_manager import CONNECTION_ERRORS, is_embedded
 from common.errors import MessageError
 from common.models.actions import DomainActionResponse
@@ -37,10 +38,10 @@ class ReplyListener:
         self._waiters: dict[UUID, asyncio.Future[DomainActionResponse]] = {}
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        # fakeredis does not survive a cancelled BLPOP: block briefly and stop by a flag.
+        # The embedded server is never asked to block (fakeredis does not survive a cancelled
+        # BLPOP): the listener pops without blocking and waits for an in-process wake-up.
         self._embedded = is_embedded(redis)
-        if self._embedded:
-            self.block_s = min(block_s, 0.25)
+        self._close_requested = asyncio.Event()
 
     def expect(self, action_id: UUID) -> asyncio.Future[DomainActionResponse]:
         """Register interest in the reply to ``action_id``; starts the listener if needed."""
@@ -58,11 +59,14 @@ class ReplyListener:
         task, self._task = self._task, None
         self._closing = True
         if task is not None:
-            if not self._embedded:
+            if self._embedded:
+                self._close_requested.set()
+            else:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._closing = False
+        self._close_requested.clear()
         for future in self._waiters.values():
             future.cancel()
         self._waiters.clear()
@@ -84,17 +88,9 @@ class ReplyListener:
         delay = 0.05
         while True:
             try:
-                items: Any = []
-                if self._waiters:
-                    # Several calls in flight: drain whatever is there in one round trip.
-                    items = await self.redis.lpop(self.key, _DRAIN_COUNT) or []
-                if not items:
-                    popped = await self.redis.blpop([self.key], timeout=self.block_s)
-                    if popped is None:
-                        if not self._waiters or self._closing:
-                            return  # idle: the next call starts a new listener
-                        continue
-                    items = [popped[1]]
+                items = await (self._pop_embedded() if self._embedded else self._pop())
+                if items is None:
+                    return  # idle: the next call starts a new listener
                 for raw in items:
                     self._deliver(raw)
                 delay = 0.05
@@ -110,3 +106,38 @@ class ReplyListener:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    def _idle(self) -> bool:
+        return not self._waiters or self._closing
+
+    async def _pop(self) -> list[Any] | None:
+        """The replies there are, after blocking up to ``block_s``; None to stop listening."""
+        items: Any = []
+        if self._waiters:
+            # Several calls in flight: drain whatever is there in one round trip.
+            items = await self.redis.lpop(self.key, _DRAIN_COUNT) or []
+        if not items:
+            popped = await self.redis.blpop([self.key], timeout=self.block_s)
+            if popped is None:
+                return None if self._idle() else []
+            items = [popped[1]]
+        return items  # type: ignore[no-any-return]
+
+    async def _pop_embedded(self) -> list[Any] | None:
+        """As :meth:`_pop` on the embedded server: wait for a push (or close()), then pop.
+
+        The list is watched before it is looked at, so no push is missed. With no call in
+        flight there is nothing to look for: what a push brings then is a late reply, popped
+        (and counted) once the push wakes the listener.
+        """
+        with change_signal(self.redis).watch(self.key) as pushed:
+            if self._waiters:
+                items: Any = await self.redis.lpop(self.key, _DRAIN_COUNT)
+                if items:
+                    return items  # type: ignore[no-any-return]
+            if self._closing:
+                return None
+            if not await pushed.wait(self.block_s, interrupt=self._close_requested):
+                return None if self._idle() else []
+        items = await self.redis.lpop(self.key, _DRAIN_COUNT)
+        return items or []

@@ -19,6 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from common.clients.embedded import change_signal
 from common.clients.redis_manager import CONNECTION_ERRORS, is_embedded
 from common.config import CommonAppSettings
 from common.errors import WorkerStateError
@@ -38,7 +39,6 @@ __all__ = ["StreamConsumer"]
 logger = logging.getLogger("common.workers")
 
 
-_EMBEDDED_BLOCK_MS = 250
 _FINAL_FLUSH_S = 5.0  # how long a stopping worker keeps trying to write its outbox
 
 
@@ -258,11 +258,12 @@ class StreamConsumer(Settlement, ABC):
     async def _read(self, count: int, block_ms: int) -> list[Delivery]:
         self._reading = True
         try:
-            reply: Any = await self.redis.xreadgroup(
-                self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
-            )
-            if not reply and self._embedded:
-                await self._wait_embedded(min(block_ms, _EMBEDDED_BLOCK_MS))
+            if self._embedded:
+                reply: Any = await self._wait_embedded(count, block_ms)
+            else:
+                reply = await self.redis.xreadgroup(
+                    self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
+                )
         finally:
             self._reading = False
         if not reply:
@@ -279,14 +280,20 @@ class StreamConsumer(Settlement, ABC):
         self.stats.read += len(batch)
         return batch
 
-    async def _wait_embedded(self, block_ms: int) -> None:
-        # The embedded server answers XREADGROUP BLOCK at once; XREAD BLOCK does wait. Block on
-        # XREAD from the group's last delivered id: it returns as soon as anything new arrives.
-        last = b"0-0"
-        for group in await self.redis.xinfo_groups(self.stream):
-            if group["name"] in (self.group, self.group.encode()):
-                last = group["last-delivered-id"]
-        await self.redis.xread({self.stream: last}, count=1, block=block_ms)
+    async def _wait_embedded(self, count: int, block_ms: int) -> Any:
+        # The embedded server is not asked to block (fakeredis' blocking reads differ between
+        # versions and do not survive a cancel): read without BLOCK, and if nothing is there,
+        # wait in-process for a write to the stream (watched before reading, so none is missed)
+        # or for stop(), then read once more.
+        with change_signal(self.redis).watch(self.stream, exclusive=True) as change:
+            reply = await self.redis.xreadgroup(
+                self.group, self.consumer, {self.stream: ">"}, count=count
+            )
+            if reply or not await change.wait(block_ms / 1000, interrupt=self._stopping):
+                return reply
+        return await self.redis.xreadgroup(
+            self.group, self.consumer, {self.stream: ">"}, count=count
+        )
 
     async def _dispatch(self, batch: list[Delivery]) -> None:
         started = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -11,9 +12,8 @@ from tests.integration.workers import CalcWorker
 
 
 def _memory_settings(**kw: object) -> CommonAppSettings:
-    return CommonAppSettings(
-        redis_url=f"memory://{uuid.uuid4().hex}", service_name="calc", worker_block_ms=200, **kw
-    )  # type: ignore[arg-type]
+    kw.setdefault("worker_block_ms", 200)
+    return CommonAppSettings(redis_url=f"memory://{uuid.uuid4().hex}", service_name="calc", **kw)  # type: ignore[arg-type]
 
 
 async def test_everything_in_the_process_shares_one_embedded_server() -> None:
@@ -67,3 +67,83 @@ async def test_round_trip_on_memory_with_retries_and_dead_letters() -> None:
     assert ok.data == {"sum": 4}
     assert not failed.success and failed.status_code == 500
     assert [f[b"reason"] for _, f in records] == [b"max_retries"]
+
+
+def _p50(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+async def test_pseudo_sync_round_trip_on_memory_takes_a_few_milliseconds() -> None:
+    settings = _memory_settings(worker_block_ms=1000)
+    async with WorkerPool(CalcWorker, settings, num_workers=2) as pool:
+        client = BaseRedisClient("api", pool.redis, settings)
+        latencies = []
+        for i in range(60):
+            started = time.perf_counter()
+            reply = await client.send_action_pseudo_sync(
+                DomainAction(action_type="calc.add", data={"a": i, "b": 1}), timeout=5
+            )
+            latencies.append(time.perf_counter() - started)
+            assert reply.data == {"sum": i + 1}
+        await client.close()
+    assert _p50(latencies) <= 0.005, f"p50 {_p50(latencies) * 1000:.1f} ms"
+
+
+async def test_a_thousand_action_drain_on_memory_takes_well_under_a_second() -> None:
+    settings = _memory_settings(worker_block_ms=1000)
+    async with RedisManager(settings) as manager:
+        client = BaseRedisClient("api", manager.get_client(), settings)
+        actions = [DomainAction(action_type="calc.add", data={"a": i, "b": 0}) for i in range(1000)]
+        for i in range(0, len(actions), 100):
+            await client.send_actions_async(actions[i : i + 100])
+        pool = WorkerPool(CalcWorker, settings, manager.get_client(), num_workers=4)
+        started = time.perf_counter()
+        await pool.start()
+        try:
+            await wait_for(lambda: sum(w.stats.acked for w in pool.workers) >= 1000, 10, 0.005)
+            elapsed = time.perf_counter() - started
+        finally:
+            await pool.stop()
+        await client.close()
+    assert elapsed < 0.5, f"1,000 actions drained in {elapsed:.3f}s"
+
+
+async def test_stopping_an_idle_memory_pool_and_client_is_near_instant() -> None:
+    settings = _memory_settings(worker_block_ms=5000)
+    pool = WorkerPool(CalcWorker, settings, num_workers=4)
+    await pool.start()
+    client = BaseRedisClient("api", pool.redis, settings)
+    reply = await client.send_action_pseudo_sync(
+        DomainAction(action_type="calc.add", data={"a": 1, "b": 1}), timeout=5
+    )
+    assert reply.data == {"sum": 2}
+    await wait_for(lambda: all(w._reading for w in pool.workers))  # all waiting for work
+    started = time.monotonic()
+    await client.close()  # its reply listener is waiting for replies
+    closed = time.monotonic() - started
+    await pool.stop()
+    stopped = time.monotonic() - started - closed
+    assert closed < 0.1, f"client.close() took {closed:.3f}s"
+    assert stopped < 0.5, f"pool.stop() took {stopped:.3f}s"
+
+
+async def test_a_client_in_another_thread_gets_prompt_replies_from_a_pool_here() -> None:
+    settings = _memory_settings(worker_block_ms=1000)
+    async with WorkerPool(CalcWorker, settings, num_workers=2):
+
+        async def call_from_there() -> list[float]:
+            async with RedisManager(settings) as manager:
+                client = BaseRedisClient("api", manager.get_client(), settings)
+                latencies = []
+                for i in range(20):
+                    started = time.perf_counter()
+                    reply = await client.send_action_pseudo_sync(
+                        DomainAction(action_type="calc.add", data={"a": i, "b": 2}), timeout=5
+                    )
+                    latencies.append(time.perf_counter() - started)
+                    assert reply.data == {"sum": i + 2}
+                await client.close()
+                return latencies
+
+        latencies = await asyncio.to_thread(asyncio.run, call_from_there())
+    assert _p50(latencies) <= 0.05, f"p50 {_p50(latencies) * 1000:.1f} ms"
