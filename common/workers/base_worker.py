@@ -138,9 +138,7 @@ class BaseWorker(StreamConsumer, ABC):
         for delivery in list(self.held.values()):
             payload = delivery.payload
             if isinstance(payload, DomainAction) and payload.action_id == action.action_id:
-                claimed = await self.leases.claim([delivery], justid=True)
-                self.stats.lease_renewals += len(claimed)
-                return bool(claimed)
+                return await self.leases.extend(delivery)
         return False
 
     async def _handle_action(self, action: DomainAction) -> HandlerResult:

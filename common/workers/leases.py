@@ -255,6 +255,18 @@ class LeaseKeeper:
                 # settles it; if it fails, the retry claim counts it.
                 self.gone.add(d.entry_id)
 
+    async def extend(self, delivery: Delivery) -> bool:
+        """Reset ``delivery``'s idle time now (a handler asking for more time). False if it is
+        no longer this consumer's, or was deleted from the stream: a deleted entry is left
+        pending, never claimed (on Redis 7 a bare XCLAIM would drop its PEL record)."""
+        renewed, taken, deleted = await self._renew_claim([delivery])
+        c = self.consumer
+        c.stats.lease_renewals += len(renewed)
+        self.gone |= deleted
+        if taken and c.held.get(delivery.entry_id) is delivery:
+            self._lose(delivery)
+        return bool(renewed)
+
     async def confirm(self, deliveries: Iterable[Delivery]) -> list[Delivery]:
         """The deliveries that are still this consumer's: call it just before starting them.
 

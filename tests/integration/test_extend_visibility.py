@@ -24,3 +24,17 @@ async def test_explicit_extension_resets_the_idle_time(
     assert reply.data["extended"] is True and reply.data["unknown"] is False
     assert reply.data["before"] >= 250 and reply.data["after"] < 100  # the idle time was reset
     assert renewals == 1
+
+
+async def test_extending_a_deleted_entry_keeps_its_pending_record(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    """A bare XCLAIM of a deleted entry drops it from the pending list on Redis 7, erasing
+    the only trace of it: extending must say False and leave the record in place."""
+    client = BaseRedisClient("api", redis, settings)
+    async with WorkerPool(ExtendingWorker, settings, redis, num_workers=1):
+        reply = await client.send_action_pseudo_sync(
+            DomainAction(action_type="calc.extend_deleted"), timeout=5
+        )
+    await client.close()
+    assert reply.data == {"extended": False, "still_pending": True}

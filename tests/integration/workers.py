@@ -89,3 +89,13 @@ class ExtendingWorker(CalcWorker):
         after = await self._idle_ms()
         unknown = await self.extend_visibility(DomainAction(action_type="calc.other"))
         return {"before": before, "after": after, "extended": extended, "unknown": unknown}
+
+    async def _handle_calc_extend_deleted(self, action: DomainAction) -> dict[str, Any]:
+        """Deletes its own entry (as XDEL or a trim would), then asks for more time."""
+        [entry_id] = [d.entry_id for d in self.held.values() if d.payload is action]
+        await self.redis.xdel(self.action_stream_name, entry_id)
+        extended = await self.extend_visibility(action)
+        pending = await self.redis.xpending_range(
+            self.action_stream_name, self.consumer_group_name, entry_id, entry_id, 1
+        )
+        return {"extended": extended, "still_pending": len(pending) == 1}
