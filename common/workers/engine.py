@@ -377,7 +377,7 @@ class StreamConsumer(Settlement, ABC):
 
     async def _run_one(self, delivery: Delivery) -> Outcome:
         delivery.started = True
-        if delivery.attempt > self.retry_policy.max_retries:
+        if delivery.attempt > (delivery.policy or self.retry_policy).max_retries:
             # Delivered more often than the budget allows (its consumers kept dying): poison.
             return self._exhausted(
                 delivery,

@@ -15,6 +15,7 @@ from redis.asyncio.client import Pipeline
 
 from common.models.actions import ErrorDetail
 from common.workers.delays import ScheduleRetry
+from common.workers.retry import RetryPolicy
 
 __all__ = [
     "Ack",
@@ -38,6 +39,7 @@ class DeadLetterReason(StrEnum):
     MAX_RETRIES = "max_retries"
     EXPIRED = "expired"
     WRITE_REFUSED = "write_refused"
+    REJECTED = "rejected"
 
 
 @dataclass(slots=True, eq=False)
@@ -50,6 +52,7 @@ class Delivery:
     touched: float = 0.0  # monotonic time at which Redis last reset the entry's idle time
     payload: Any = None  # the decoded message, once a processor has decoded it
     started: bool = False  # its handler was started (a hand-back then costs an attempt)
+    policy: RetryPolicy | None = None  # this delivery's handler's policy (None: the consumer's)
 
     @property
     def first_seen_ms(self) -> int:

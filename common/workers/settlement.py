@@ -66,7 +66,7 @@ class Settlement:
             self._flush_wanted.set()
         elif isinstance(outcome, DeadLetter):
             self._dead_letter(delivery, outcome)
-        elif self.retry_policy.should_retry(delivery.attempt) and (
+        elif (delivery.policy or self.retry_policy).should_retry(delivery.attempt) and (
             (delay := self._retry_delay(delivery, outcome)) is not None
         ):
             due_ms = _now_ms() + int(delay * 1000)
@@ -82,7 +82,7 @@ class Settlement:
                 "%s failed (attempt %d/%d, retry in %.2fs): %s: %s",
                 self._describe(delivery),
                 delivery.attempt,
-                self.retry_policy.max_retries,
+                (delivery.policy or self.retry_policy).max_retries,
                 delay,
                 outcome.error.error_type,
                 outcome.error.message,
@@ -105,7 +105,7 @@ class Settlement:
         before the action's deadline (its caller has given up by then: fail it now, with the
         real error, rather than retry into a timeout)."""
         delay: float = (
-            self.retry_policy.get_delay(delivery.attempt)
+            (delivery.policy or self.retry_policy).get_delay(delivery.attempt)
             if outcome.delay is None
             else outcome.delay
         )
