@@ -16,10 +16,11 @@ from redis.exceptions import ResponseError
 from common.clients.deadlines import Deadlines, TaskBound
 from common.clients.queue_manager import QueueManager
 from common.clients.reply_listener import ReplyListener
+from common.clients.scheduled import schedule
 from common.config import CommonAppSettings
 from common.errors import ActionTimeoutError, PartialSendError, SendTimeoutError
 from common.models.actions import ActionType, DomainAction, DomainActionResponse
-from common.models.codec import encode_action
+from common.models.codec import ACTION_FIELD, encode_action
 
 __all__ = ["BaseRedisClient"]
 
@@ -112,12 +113,34 @@ class BaseRedisClient:
             update["origin_service"] = self.service_name
         return action.model_copy(update=update) if update else action
 
-    async def send_action_async(self, action: DomainAction) -> str:
+    async def send_action_async(
+        self,
+        action: DomainAction,
+        *,
+        delay: float | None = None,
+        not_before: datetime | None = None,
+    ) -> str:
         """Append ``action`` to its target's stream; returns the stream entry id.
+
+        With ``delay`` (seconds) or ``not_before`` (an aware time), the action stays invisible
+        to workers until then (see :mod:`common.clients.scheduled`); there is no entry yet, so
+        the action id is returned instead.
 
         Raises :class:`SendTimeoutError` if Redis has not answered within
         ``settings.redis_send_timeout_s`` (see the class docstring)."""
-        return await self._send(self._stamp(action))
+        action = self._stamp(action)
+        if delay is None and not_before is None:
+            return await self._send(action)
+        return await self._send_later(action, _due_ms(delay, not_before))
+
+    async def _send_later(self, action: DomainAction, due_ms: int) -> str:
+        fields = encode_action(action, self.settings.max_payload_bytes)
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                await schedule(self.redis, self.stream_for(action), fields[ACTION_FIELD], due_ms)
+        except TimeoutError:
+            raise SendTimeoutError(self._send_timeout, outcome_unknown=True) from None
+        return str(action.action_id)
 
     async def _send(self, action: DomainAction) -> str:
         fields = encode_action(action, self.settings.max_payload_bytes)
@@ -338,3 +361,17 @@ class BaseRedisClient:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def _due_ms(delay: float | None, not_before: datetime | None) -> int:
+    """The due time (epoch ms) of a delayed send; refuses nonsense before anything is sent."""
+    if delay is not None and not_before is not None:
+        raise ValueError("give delay or not_before, not both")
+    if not_before is not None:
+        if not_before.tzinfo is None:
+            raise ValueError("not_before must be an aware datetime (with a time zone)")
+        return int(not_before.timestamp() * 1000)
+    assert delay is not None
+    if not delay >= 0:  # also refuses NaN
+        raise ValueError("delay must be >= 0 seconds")
+    return int((datetime.now(UTC).timestamp() + delay) * 1000)

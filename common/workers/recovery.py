@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from common.clients.scheduled import move_due, next_due_ms
 from common.workers.cancel import cancel_and_wait, cancel_requested, wait_event
 from common.workers.delays import Claimed, claim_due, claim_idle, due_ids
 from common.workers.engine import StreamConsumer
@@ -29,6 +30,7 @@ __all__ = ["Reclaimer"]
 logger = logging.getLogger("common.workers")
 
 _PAGE = 100
+_SCHEDULE_POLL_S = 0.25  # how often the scheduled set is looked at (delayed sends' precision)
 _STOP_TIMEOUT_S = 2.0
 
 
@@ -55,21 +57,50 @@ class Reclaimer:
         self.deleted_while_pending = 0
         self._turn = itertools.cycle(range(len(self.workers)))
         self._task: asyncio.Task[None] | None = None
+        self._scheduler: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
     def start(self) -> None:
         if self._task is None or self._task.done():
             self._stop.clear()
             self._task = asyncio.create_task(self._loop(), name=f"reclaim:{self.stream}")
+            self._scheduler = asyncio.create_task(
+                self._schedule_loop(), name=f"scheduled:{self.stream}"
+            )
 
     async def stop(self, timeout: float = _STOP_TIMEOUT_S) -> None:
         """Stop the loop at once (a pass in flight is cut short: whatever it claimed stays
         pending under its target consumer, whose hand-back releases it); waits at most
         ``timeout`` seconds."""
         self._stop.set()
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            await cancel_and_wait(scheduler, timeout)
         task, self._task = self._task, None
         if task is not None and not await cancel_and_wait(task, timeout):
             logger.error("reclaim loop on %s did not stop within %.1fs", self.stream, timeout)
+
+    async def _schedule_loop(self) -> None:
+        """Move delayed sends onto the stream when they are due (see
+        :mod:`common.clients.scheduled`): one cheap look per poll period, a script only when
+        something is due."""
+        poll = min(_SCHEDULE_POLL_S, self.settings.claim_interval_s)
+        while not self._stop.is_set():
+            wait = poll
+            try:
+                due = await next_due_ms(self.redis, self.stream)
+                now = int(time.time() * 1000)
+                if due is not None and due <= now:
+                    moved = await move_due(self.redis, self.stream, now)
+                    logger.debug("%s: %d scheduled actions are due: appended", self.stream, moved)
+                    continue
+                if due is not None:
+                    wait = min(poll, (due - now) / 1000)
+            except Exception as exc:
+                logger.warning("moving due scheduled actions on %s failed: %s", self.stream, exc)
+            if cancel_requested():
+                raise asyncio.CancelledError
+            await wait_event(self._stop, wait)
 
     async def _loop(self) -> None:
         passes = 0
