@@ -10,8 +10,9 @@ from typing import Annotated
 
 import typer
 
+from common.clients.connect import DEFAULT_CONNECT_TIMEOUT_S
 from common.config import load_settings
-from common.errors import ConfigurationError
+from common.errors import ConfigurationError, RedisUnavailableError
 from common.runner import serve
 
 __all__ = ["app", "main"]
@@ -35,18 +36,28 @@ def run(
         str | None, typer.Option(help="service name (default: SERVICE_NAME)")
     ] = None,
     log_level: Annotated[str, typer.Option(help="logging level")] = "INFO",
+    connect_timeout: Annotated[
+        float,
+        typer.Option(min=0, help="seconds to wait for Redis at start-up, retrying (0: forever)"),
+    ] = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> None:
-    """Run a pool of workers until SIGTERM or SIGINT, then drain it gracefully."""
+    """Run a pool of workers until SIGTERM or SIGINT, then drain it gracefully.
+
+    Redis is waited for at start-up (one log line per attempt) for ``--connect-timeout``
+    seconds; then the command exits with status 1 and one line naming the URL and the cause."""
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     try:
         overrides = {"service_name": service} if service else {}
         settings = load_settings(**overrides)
-        serve(target, settings, num_workers=workers)
+        serve(target, settings, num_workers=workers, connect_timeout_s=connect_timeout)
     except ConfigurationError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    except RedisUnavailableError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

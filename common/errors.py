@@ -13,8 +13,10 @@
      │    │    └── UnknownActionError   no handler for the action type
      │    └── RetryLaterError        retry after ``delay`` seconds
      ├── ActionTimeoutError          a pseudo-sync call got no reply in time
+     │    └── NoConsumerError        ... and no service consumes the target stream
      ├── RemoteActionError           a pseudo-sync call got an error reply
      ├── PartialSendError            some actions of a batch send were not appended
+     ├── RedisUnavailableError       Redis could not be reached at start-up
      ├── SendTimeoutError            a send did not complete in time (also a TimeoutError)
      └── WorkerStateError            a worker or client used in the wrong state
 """
@@ -35,9 +37,11 @@ __all__ = [
     "InvalidKeyError",
     "MalformedMessageError",
     "MessageError",
+    "NoConsumerError",
     "NonRetryableError",
     "PartialSendError",
     "PayloadTooLargeError",
+    "RedisUnavailableError",
     "RemoteActionError",
     "RetryLaterError",
     "SendTimeoutError",
@@ -119,6 +123,23 @@ class ActionTimeoutError(CommonError):
         self.timeout = timeout
 
 
+class NoConsumerError(ActionTimeoutError):
+    """A pseudo-synchronous call timed out, and no service consumes the target stream.
+
+    Raised instead of a plain :class:`ActionTimeoutError` when, checked once after the
+    timeout, the ``stream`` has no consumer group (no worker ever read it) or only groups
+    without consumers (every worker has stopped): nobody was there to answer."""
+
+    def __init__(self, action_id: Any, timeout: float, stream: str, reason: str) -> None:
+        super().__init__(action_id, timeout)
+        self.args = (
+            f"no response to action {action_id} within {timeout:g}s: no service consumes"
+            f" stream {stream} ({reason})",
+        )
+        self.stream = stream
+        self.reason = reason
+
+
 class RemoteActionError(CommonError):
     """A pseudo-synchronous call was answered with ``success=False``."""
 
@@ -141,6 +162,24 @@ class PartialSendError(CommonError):
         super().__init__(f"{len(errors)} of {len(entry_ids)} actions were not sent: {errors[0]}")
         self.entry_ids = entry_ids
         self.errors = errors
+
+
+class RedisUnavailableError(CommonError):
+    """Redis could not be reached at start-up within the time allowed for connecting.
+
+    ``url`` is the redacted ``redis_url`` (never a password); ``cause`` is the last error
+    met, ``attempts`` how many connections were tried."""
+
+    def __init__(self, url: str, cause: BaseException, attempts: int, waited: float) -> None:
+        tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+        super().__init__(
+            f"cannot connect to Redis at {url} ({tries} in {waited:.1f}s):"
+            f" {type(cause).__name__}: {cause}"
+        )
+        self.url = url
+        self.cause = cause
+        self.attempts = attempts
+        self.waited = waited
 
 
 class SendTimeoutError(CommonError, TimeoutError):

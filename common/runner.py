@@ -12,6 +12,7 @@ import logging
 import signal
 from typing import Any
 
+from common.clients.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_redis
 from common.config import CommonAppSettings, load_settings
 from common.errors import ConfigurationError
 from common.workers.base_worker import BaseWorker
@@ -43,9 +44,13 @@ async def run_pool(
     *,
     num_workers: int | None = None,
     stop: asyncio.Event | None = None,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     **worker_kwargs: Any,
 ) -> WorkerPool[Any]:
-    """Run a pool until SIGTERM/SIGINT (or ``stop`` is set), then drain it and return it."""
+    """Run a pool until SIGTERM/SIGINT (or ``stop`` is set), then drain it and return it.
+
+    Redis is waited for first, one log line per attempt, for ``connect_timeout_s`` seconds at
+    most (0: forever; a signal ends the wait), then :class:`RedisUnavailableError`."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
@@ -55,11 +60,17 @@ async def run_pool(
             installed.append(sig)
         except (NotImplementedError, RuntimeError):  # not the main thread, or no signals
             pass
-    pool: WorkerPool[Any] = WorkerPool(
-        worker_class, settings, num_workers=num_workers, **worker_kwargs
-    )
     try:
-        async with pool:
+        manager = await connect_redis(settings, timeout_s=connect_timeout_s, stop=stop)
+        if manager is None:
+            logger.info("stopped while waiting for Redis")
+            return WorkerPool(worker_class, settings, num_workers=num_workers, **worker_kwargs)
+        # The runner owns the connection (so that a signal can end the wait for it): the pool
+        # is given it, and it is closed after the pool has stopped.
+        pool: WorkerPool[Any] = WorkerPool(
+            worker_class, settings, manager.get_client(), num_workers=num_workers, **worker_kwargs
+        )
+        async with manager, pool:
             logger.info(
                 "running %d %s workers; SIGTERM or SIGINT to stop",
                 pool.num_workers,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -18,11 +19,21 @@ from common.clients.queue_manager import QueueManager
 from common.clients.reply_listener import ReplyListener
 from common.clients.scheduled import schedule
 from common.config import CommonAppSettings
-from common.errors import ActionTimeoutError, PartialSendError, SendTimeoutError
+from common.errors import (
+    ActionTimeoutError,
+    NoConsumerError,
+    PartialSendError,
+    SendTimeoutError,
+)
 from common.models.actions import ActionType, DomainAction, DomainActionResponse
 from common.models.codec import ACTION_FIELD, encode_action
 
-__all__ = ["BaseRedisClient"]
+__all__ = ["CONSUMER_CHECK_TIMEOUT_S", "BaseRedisClient"]
+
+logger = logging.getLogger("common.clients")
+
+CONSUMER_CHECK_TIMEOUT_S = 1.0
+"""Bound of the one look (``XINFO GROUPS``) at whether anybody consumes a target stream."""
 
 
 class _Queued:
@@ -71,6 +82,12 @@ class BaseRedisClient:
     ever resent automatically. The same holds for a ``redis.exceptions.ConnectionError`` raised
     by a send: unless the connection failed while being opened, the action may have reached
     Redis.
+
+    Sends to a stream that nobody consumes are told apart, without a round trip per call: a
+    pseudo-sync call that times out looks once at the target stream and raises
+    :class:`NoConsumerError` (an :class:`ActionTimeoutError`) if it has no consumer group or
+    only groups without consumers; after the first fire-and-forget send to each stream, a
+    background check logs one warning if that stream has no consumer group.
     """
 
     def __init__(
@@ -95,6 +112,9 @@ class BaseRedisClient:
         self._queued: list[_Queued] = []
         self._flusher: asyncio.Task[None] | None = None
         self._idle_waiters: list[asyncio.Future[None]] = []  # close() waiting for the sends
+        # Streams whose consumers were looked at (once each), and the looks under way.
+        self._looked_at: set[str] = set()
+        self._looks: set[asyncio.Task[None]] = set()
 
     @property
     def late_replies(self) -> int:
@@ -145,7 +165,52 @@ class BaseRedisClient:
     async def _send(self, action: DomainAction) -> str:
         fields = encode_action(action, self.settings.max_payload_bytes)
         deadline = asyncio.get_running_loop().time() + self._send_timeout
-        return await self._xadd(self.stream_for(action), fields, deadline, self._send_timeout)
+        stream = self.stream_for(action)
+        entry_id = await self._xadd(stream, fields, deadline, self._send_timeout)
+        if stream not in self._looked_at:
+            self._look_at(stream)
+        return entry_id
+
+    def _look_at(self, stream: str) -> None:
+        """Check in the background, once per stream, that something consumes ``stream``."""
+        self._looked_at.add(stream)
+        task = asyncio.get_running_loop().create_task(
+            self._warn_if_unconsumed(stream), name=f"consumer-check:{stream}"
+        )
+        self._looks.add(task)
+        task.add_done_callback(self._looks.discard)
+
+    async def _warn_if_unconsumed(self, stream: str) -> None:
+        found = await self._nobody_consumes(stream)
+        # Only a stream without any group: one whose group has no consumer right now may have
+        # a service restarting, and what is sent there waits for it as it should.
+        if found is not None and not found[0]:
+            logger.warning(
+                "nobody consumes %s: %s; what is sent there waits for a service that is not"
+                " running, or is misaddressed (check target_service / action_type)",
+                stream,
+                found[1],
+            )
+
+    async def _nobody_consumes(self, stream: str) -> tuple[bool, str] | None:
+        """``(has_group, why)`` if nobody consumes ``stream`` (no consumer group, or groups
+        without consumers); None if something does, or if that was not found out in time."""
+        try:
+            async with asyncio.timeout(CONSUMER_CHECK_TIMEOUT_S):
+                groups = await self.redis.xinfo_groups(stream)
+        except ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return False, "the stream does not exist, so it has no consumer group"
+            return None
+        except Exception as exc:  # a look only: never an error of its own
+            logger.debug("could not look at the consumers of %s: %s", stream, exc)
+            return None
+        if not groups:
+            return False, "it has no consumer group"
+        if all(int(group["consumers"]) == 0 for group in groups):
+            names = ", ".join(_entry_id(group["name"]) for group in groups)
+            return True, f"no consumer in its consumer group(s) {names}"
+        return None
 
     async def _xadd(
         self, stream: str, fields: dict[str, bytes], deadline: float, timeout: float
@@ -262,9 +327,12 @@ class BaseRedisClient:
         the outcome is unknown (any of them may have been appended; none is resent)."""
         size_limit = self.settings.max_payload_bytes
         pipe = self.redis.pipeline(transaction=False)
+        streams: set[str] = set()
         for action in actions:
             action = self._stamp(action)
-            pipe.xadd(self.stream_for(action), encode_action(action, size_limit))  # type: ignore[arg-type]
+            stream = self.stream_for(action)
+            streams.add(stream)
+            pipe.xadd(stream, encode_action(action, size_limit))  # type: ignore[arg-type]
         count = len(pipe)
         bound = TaskBound(asyncio.get_running_loop().time() + self._send_timeout)
         self._deadlines.track(bound)
@@ -278,6 +346,8 @@ class BaseRedisClient:
             raise
         finally:
             self._deadlines.untrack(bound)
+        for stream in streams - self._looked_at:
+            self._look_at(stream)
         errors = [r for r in results if isinstance(r, Exception)]
         if errors:
             ids = [None if isinstance(r, Exception) else _entry_id(r) for r in results]
@@ -331,11 +401,16 @@ class BaseRedisClient:
             try:
                 return await future
             except asyncio.CancelledError:
-                if bound.timed_out():
-                    raise ActionTimeoutError(action.action_id, timeout) from None
-                raise
+                if not bound.timed_out():
+                    raise
             finally:
                 self._deadlines.untrack(bound)
+            # Timed out: one look at the target says whether anybody could have answered.
+            stream = self.stream_for(action)
+            found = await self._nobody_consumes(stream)
+            if found is not None:
+                raise NoConsumerError(action.action_id, timeout, stream, found[1])
+            raise ActionTimeoutError(action.action_id, timeout)
         finally:
             self._replies.forget(action.action_id)
 
@@ -345,6 +420,10 @@ class BaseRedisClient:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._idle_waiters.append(waiter)
             await waiter
+        for look in list(self._looks):
+            look.cancel()
+        if self._looks:
+            await asyncio.wait(self._looks)
         await self._replies.close()
         with contextlib.suppress(Exception):  # best effort, and bounded: its key expires anyway
             async with asyncio.timeout(self._send_timeout):

@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 import redis.asyncio as aioredis
 
 from common.clients.base_redis_client import BaseRedisClient
+from common.clients.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_redis
 from common.clients.redis_manager import RedisManager
 from common.errors import WorkerStateError
 from common.workers.base_worker import BaseWorker, common_settings_of
@@ -49,8 +50,12 @@ class WorkerPool(Generic[W]):
         pool = WorkerPool(UserWorker, settings)
         app = FastAPI(lifespan=pool.lifespan)
 
-    Without a ``redis`` client the pool opens (and closes) its own from ``settings.redis_url``.
+    Without a ``redis`` client the pool opens (and closes) its own from ``settings.redis_url``;
+    :meth:`start` then waits for Redis up to ``connect_timeout_s`` seconds (0: forever), then
+    raises :class:`~common.errors.RedisUnavailableError`.
     """
+
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
 
     def __init__(
         self,
@@ -98,8 +103,11 @@ class WorkerPool(Generic[W]):
         self._stopping = False
         self._stop_requested = asyncio.Event()
         if self._redis is None:
-            self._manager = RedisManager(self.settings)
-            self._redis = (await self._manager.initialize()).get_client()
+            # Waits for Redis (one log line per attempt), then RedisUnavailableError.
+            manager = await connect_redis(self.settings, timeout_s=self.connect_timeout_s)
+            assert manager is not None  # no stop event: it connects or raises
+            self._manager = manager
+            self._redis = manager.get_client()
         host = f"{socket.gethostname()}-{os.getpid()}"
         self.workers = [
             self.worker_class(
