@@ -56,7 +56,7 @@ class DeliveryContext:
 
     @property
     def stream(self) -> str:
-        return self._consumer.stream
+        return self._consumer.stream_of(self.delivery)
 
     @property
     def group(self) -> str:

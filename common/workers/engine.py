@@ -1,9 +1,10 @@
-"""The consumer engine: read a stream in a group, process, settle, stay alive.
+"""The consumer engine: read streams in a group, process, settle, stay alive.
 
-One engine instance is one consumer. It reads batches with XREADGROUP, runs up to
-``worker_concurrency`` deliveries at once (inline, without tasks, when that is 1), settles
-their outcomes through the :class:`Outbox` (one pipelined write+XACK per batch), holds failed
-entries for their retry (keeping their lease), and survives a lost group or a lost server.
+One engine instance is one consumer. It reads batches with XREADGROUP (one read over all its
+streams, see :mod:`common.workers.reading`), runs up to ``worker_concurrency`` deliveries at
+once (inline, without tasks, when that is 1), settles their outcomes through the
+:class:`Outbox` (written by a flusher as each delivery finishes: replies first, then the XACK),
+schedules failed entries in the durable delay set, and survives a lost group or a lost server.
 Subclasses decide what an entry means by implementing :meth:`_process_delivery`.
 """
 
@@ -13,23 +14,21 @@ import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from common.clients.embedded import change_signal
 from common.clients.redis_manager import CONNECTION_ERRORS, is_embedded
 from common.config import CommonAppSettings
 from common.errors import WorkerStateError
 from common.models.actions import ErrorDetail
 from common.workers.cancel import cancel_and_wait, wait_event
-from common.workers.delays import delay_set_key
 from common.workers.leases import LeaseKeeper
 from common.workers.logs import ContextLogger
 from common.workers.outbox import Outbox
 from common.workers.outcome import Delivery, Fail, Outcome, Write
+from common.workers.reading import StreamReading, is_nogroup
 from common.workers.retry import RetryPolicy
 from common.workers.settlement import Settlement
 from common.workers.stats import WorkerStats
@@ -42,12 +41,10 @@ logger = logging.getLogger("common.workers")
 _FINAL_FLUSH_S = 5.0  # how long a stopping worker keeps trying to write its outbox
 
 
-def _is_nogroup(exc: BaseException) -> bool:
-    return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
-
-
-class StreamConsumer(Settlement, ABC):
-    """A consumer of one stream in one consumer group (the engine under every worker)."""
+class StreamConsumer(StreamReading, Settlement, ABC):
+    """A consumer of one or several streams in one consumer group (the engine under every
+    worker). ``stream`` is its first stream; ``more_streams`` maps any others to their
+    dead-letter streams."""
 
     def __init__(
         self,
@@ -59,24 +56,30 @@ class StreamConsumer(Settlement, ABC):
         consumer: str,
         dead_letter_stream: str,
         retry_policy: RetryPolicy | None = None,
+        more_streams: Mapping[str, str] | None = None,
     ) -> None:
         self.redis = redis
         self.settings = settings
         self.stream = stream
+        self.streams = {stream: dead_letter_stream, **(more_streams or {})}
         self.group = group
         self.consumer = consumer
         self.retry_policy = retry_policy or RetryPolicy.from_settings(settings)
         self.log = ContextLogger(logger, settings.service_name, consumer)
         self.stats = WorkerStats()
         self.outbox = Outbox(
-            stream, group, dead_letter_stream, settings.dead_letter_maxlen, consumer
+            stream,
+            group,
+            dead_letter_stream,
+            settings.dead_letter_maxlen,
+            consumer,
+            more_streams=dict(more_streams or {}),
         )
         self.leases = LeaseKeeper(self)
         self.held: dict[bytes, Delivery] = {}  # every entry this consumer holds, by id
         self.intake: list[Delivery] = []  # claimed by a reclaimer, waiting to run
         self._retries: list[tuple[float, bytes]] = []  # heap of (due, entry id)
         self._waiting: dict[bytes, Delivery] = {}
-        self._delay_key = delay_set_key(stream, group)
         self._embedded = is_embedded(redis)
         self._stopping = asyncio.Event()
         self._initialized = False
@@ -105,13 +108,9 @@ class StreamConsumer(Settlement, ABC):
         await self._ensure_group()
         self._initialized = True
 
-    async def _ensure_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-            self.log.info("created group %s on %s", self.group, self.stream)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+    def stream_of(self, delivery: Delivery) -> str:
+        """The stream ``delivery`` was read from."""
+        return delivery.stream or self.stream
 
     @property
     def is_running(self) -> bool:
@@ -131,12 +130,13 @@ class StreamConsumer(Settlement, ABC):
         try:
             if not self._initialized:
                 await self._with_reconnect(self.initialize)
-            reclaimer = None
+            reclaimers = []
             if self.standalone_recovery:
                 from common.workers.recovery import Reclaimer
 
-                reclaimer = Reclaimer([self])
-                reclaimer.start()
+                reclaimers = [Reclaimer([self], stream=s) for s in self.streams]
+                for reclaimer in reclaimers:
+                    reclaimer.start()
             async with self.leases.running():
                 flusher = asyncio.create_task(self._flush_loop(), name=f"flush:{self.consumer}")
                 flusher.add_done_callback(self._flusher_ended)
@@ -144,7 +144,7 @@ class StreamConsumer(Settlement, ABC):
                     await self._process_action_loop()
                 finally:
                     try:
-                        if reclaimer is not None:
+                        for reclaimer in reclaimers:
                             await reclaimer.stop()
                         await self._drain(flusher)
                     finally:
@@ -210,7 +210,7 @@ class StreamConsumer(Settlement, ABC):
                     raise
                 break
             except ResponseError as exc:
-                if not _is_nogroup(exc):
+                if not is_nogroup(exc):
                     raise
                 self.log.warning(
                     "group %s on %s is gone (server restarted or flushed?): recreating it",
@@ -254,46 +254,6 @@ class StreamConsumer(Settlement, ABC):
 
     def _free_slots(self) -> int:
         return max(1, self.settings.worker_concurrency - len(self._active))
-
-    async def _read(self, count: int, block_ms: int) -> list[Delivery]:
-        self._reading = True
-        try:
-            if self._embedded:
-                reply: Any = await self._wait_embedded(count, block_ms)
-            else:
-                reply = await self.redis.xreadgroup(
-                    self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
-                )
-        finally:
-            self._reading = False
-        if not reply:
-            return []
-        now = time.monotonic()
-        batch = []
-        held = self.held
-        for entry_id, fields in reply[0][1]:
-            if fields is None:  # deleted between delivery and read; nothing to run
-                continue
-            delivery = Delivery(entry_id, fields, 1, now)
-            held[entry_id] = delivery
-            batch.append(delivery)
-        self.stats.read += len(batch)
-        return batch
-
-    async def _wait_embedded(self, count: int, block_ms: int) -> Any:
-        # The embedded server is not asked to block (fakeredis' blocking reads differ between
-        # versions and do not survive a cancel): read without BLOCK, and if nothing is there,
-        # wait in-process for a write to the stream (watched before reading, so none is missed)
-        # or for stop(), then read once more.
-        with change_signal(self.redis).watch(self.stream, exclusive=True) as change:
-            reply = await self.redis.xreadgroup(
-                self.group, self.consumer, {self.stream: ">"}, count=count
-            )
-            if reply or not await change.wait(block_ms / 1000, interrupt=self._stopping):
-                return reply
-        return await self.redis.xreadgroup(
-            self.group, self.consumer, {self.stream: ">"}, count=count
-        )
 
     async def _dispatch(self, batch: list[Delivery]) -> None:
         started = time.monotonic()

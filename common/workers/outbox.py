@@ -134,8 +134,21 @@ class Outbox:
     dead_letter_stream: str
     dead_letter_maxlen: int
     worker: str
+    more_streams: dict[str, str] = field(default_factory=dict)  # other stream -> its dead letters
     items: list[Settled] = field(default_factory=list)
     dead_letters_trimmed: int = 0
+
+    def _stream(self, item: Settled) -> str:
+        return item.delivery.stream or self.stream
+
+    def _dead_letter_stream(self, stream: str) -> str:
+        return self.more_streams.get(stream, self.dead_letter_stream)
+
+    def _by_stream(self, items: list[Settled]) -> dict[str, list[Settled]]:
+        grouped: dict[str, list[Settled]] = {}
+        for item in items:
+            grouped.setdefault(self._stream(item), []).append(item)
+        return grouped
 
     def __len__(self) -> int:
         return len(self.items)
@@ -188,20 +201,20 @@ class Outbox:
             return plain
         pipe = redis.pipeline(transaction=False)
         served = _queue_writes(pipe, to_write)
-        if plain:
-            pipe.xack(self.stream, self.group, *(i.entry_id for i in plain))
+        acked = self._by_stream(plain)
+        for stream, ours in acked.items():
+            pipe.xack(stream, self.group, *(i.entry_id for i in ours))
         replies = await pipe.execute(raise_on_error=False)
         failed: dict[int, BaseException] = {}
         for users, reply in zip(served, replies, strict=False):
             if isinstance(reply, Exception):
                 for item in users:
                     failed.setdefault(id(item), reply)
-        if plain:
-            ack_reply = replies[-1]
+        for ours, ack_reply in zip(acked.values(), replies[len(served) :], strict=True):
             if isinstance(ack_reply, Exception):
                 result.error = ack_reply
             else:
-                result.done += plain
+                result.done += ours
         confirmed = []
         for item in to_write:
             error = failed.get(id(item))
@@ -248,27 +261,47 @@ class Outbox:
         """Round trip 2: the XACK of entries whose writes this flush confirmed."""
         if not items:
             return
+        grouped = self._by_stream(items)
         try:
-            await redis.xack(self.stream, self.group, *(i.entry_id for i in items))
+            if len(grouped) == 1:
+                [(stream, ours)] = grouped.items()
+                replies: list[object] = [
+                    await redis.xack(stream, self.group, *(i.entry_id for i in ours))
+                ]
+            else:
+                pipe = redis.pipeline(transaction=False)
+                for stream, ours in grouped.items():
+                    pipe.xack(stream, self.group, *(i.entry_id for i in ours))
+                replies = await pipe.execute(raise_on_error=False)
         except Exception as exc:
             result.error = exc  # the writes stay confirmed: the next flush only ACKs
             return
-        result.done += items
+        for ours, reply in zip(grouped.values(), replies, strict=True):
+            if isinstance(reply, Exception):
+                result.error = reply
+            else:
+                result.done += ours
 
     async def _dead_letter(
         self, redis: aioredis.Redis, items: list[Settled], result: FlushResult
     ) -> None:
         items = [i for i in items if i.written or not i.writes]
-        if not items:
-            return
+        for stream, ours in self._by_stream(items).items():
+            await self._dead_letter_stream_batch(redis, stream, ours, result)
+
+    async def _dead_letter_stream_batch(
+        self, redis: aioredis.Redis, stream: str, items: list[Settled], result: FlushResult
+    ) -> None:
+        """The dead letters of one stream and their XACK, in one MULTI/EXEC (same hash tag)."""
+        dead_letters = self._dead_letter_stream(stream)
         pipe = redis.pipeline(transaction=True)
         for item in items:
             assert item.dead is not None
-            fields = dead_letter_fields(self.stream, item.delivery, item.dead, self.worker)
-            pipe.xadd(self.dead_letter_stream, fields)  # type: ignore[arg-type]
-        pipe.xack(self.stream, self.group, *(i.entry_id for i in items))
+            fields = dead_letter_fields(stream, item.delivery, item.dead, self.worker)
+            pipe.xadd(dead_letters, fields)  # type: ignore[arg-type]
+        pipe.xack(stream, self.group, *(i.entry_id for i in items))
         if self.dead_letter_maxlen:
-            pipe.xtrim(self.dead_letter_stream, maxlen=self.dead_letter_maxlen, approximate=True)
+            pipe.xtrim(dead_letters, maxlen=self.dead_letter_maxlen, approximate=True)
         try:
             replies = await pipe.execute()
         except Exception as exc:
@@ -280,8 +313,8 @@ class Outbox:
             logger.warning(
                 "%s: dead-letter stream %s is over dead_letter_maxlen=%d: its %d oldest dead "
                 "letters were trimmed",
-                self.stream,
-                self.dead_letter_stream,
+                stream,
+                dead_letters,
                 self.dead_letter_maxlen,
                 replies[-1],
             )

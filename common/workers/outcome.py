@@ -53,6 +53,7 @@ class Delivery:
     payload: Any = None  # the decoded message, once a processor has decoded it
     started: bool = False  # its handler was started (a hand-back then costs an attempt)
     policy: RetryPolicy | None = None  # this delivery's handler's policy (None: the consumer's)
+    stream: str = ""  # the stream it was read from ("": the consumer's first stream)
 
     @property
     def first_seen_ms(self) -> int:

@@ -40,15 +40,22 @@ def _accepts_work(worker: StreamConsumer) -> bool:
 
 
 class Reclaimer:
-    """Claims abandoned entries of one stream and group for a set of local consumers."""
+    """Claims abandoned entries of one stream and group for a set of local consumers (of
+    ``stream``: by default their first stream; a pool runs one reclaimer per stream)."""
 
-    def __init__(self, workers: Sequence[StreamConsumer], *, tidy_every: int = 12) -> None:
+    def __init__(
+        self,
+        workers: Sequence[StreamConsumer],
+        *,
+        stream: str | None = None,
+        tidy_every: int = 12,
+    ) -> None:
         if not workers:
             raise ValueError("a Reclaimer needs at least one worker")
         first = workers[0]
         self.workers = list(workers)
         self.redis = first.redis
-        self.stream = first.stream
+        self.stream = stream or first.stream
         self.group = first.group
         self.settings = first.settings
         self.visibility_ms = int(self.settings.visibility_timeout_s * 1000)
@@ -192,7 +199,7 @@ class Reclaimer:
             if not handing_over:
                 refused.append((entry_id, count))
                 continue
-            delivery = Delivery(entry_id, fields, count, now)
+            delivery = Delivery(entry_id, fields, count, now, stream=self.stream)
             target.held[entry_id] = delivery
             deliveries.append(delivery)
         if gone:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from common.models.actions import ErrorDetail
 from common.workers.cancel import wait_event
-from common.workers.delays import ScheduleRetry, claim_due
+from common.workers.delays import Claimed, ScheduleRetry, claim_due, delay_set_key
 from common.workers.outcome import Ack, DeadLetter, DeadLetterReason, Delivery, Fail, Outcome, Write
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class Settlement:
     log: logging.LoggerAdapter  # type: ignore[type-arg]
     _retries: list[tuple[float, bytes]]
     _waiting: dict[bytes, Delivery]  # scheduled retries this consumer waits for, by entry id
-    _delay_key: str
+    streams: dict[str, str]
     stream: str
     group: str
     consumer: str
@@ -53,6 +53,9 @@ class Settlement:
     _outbox_progress: asyncio.Event
 
     def _describe(self, delivery: Delivery) -> str:
+        raise NotImplementedError
+
+    def stream_of(self, delivery: Delivery) -> str:
         raise NotImplementedError
 
     def _failure_writes(self, delivery: Delivery, error: ErrorDetail) -> tuple[Write, ...]:
@@ -71,7 +74,10 @@ class Settlement:
         ):
             due_ms = _now_ms() + int(delay * 1000)
             self.outbox.add_retry(
-                delivery, ScheduleRetry(self._delay_key, delivery.entry_id, due_ms)
+                delivery,
+                ScheduleRetry(
+                    delay_set_key(self.stream_of(delivery), self.group), delivery.entry_id, due_ms
+                ),
             )
             self._flush_wanted.set()
             # Wait for it here too (the read loop's block time counts it from now on); the
@@ -214,14 +220,17 @@ class Settlement:
             heapq.heappush(self._retries, (now + 0.01, entry_id))
         if not due:
             return []
-        ids = [d.entry_id for d in due]
-        try:
-            claimed = await claim_due(
-                self.redis, self.stream, self.group, self.consumer, ids, _now_ms() + 5
-            )
-        except Exception as exc:  # they stay in the delay set: a reclaimer takes them
-            self.log.warning("could not claim %d due retries (%s)", len(due), exc)
-            return []
+        claimed: Claimed = {}
+        by_stream: dict[str, list[bytes]] = {}
+        for d in due:
+            by_stream.setdefault(self.stream_of(d), []).append(d.entry_id)
+        for stream, ids in by_stream.items():
+            try:
+                claimed |= await claim_due(
+                    self.redis, stream, self.group, self.consumer, ids, _now_ms() + 5
+                )
+            except Exception as exc:  # they stay in the delay set: a reclaimer takes them
+                self.log.warning("could not claim %d due retries (%s)", len(ids), exc)
         batch = []
         now = time.monotonic()
         for delivery in due:

@@ -106,12 +106,10 @@ async def test_slow_round_trip_does_not_lose_own_lease(
 
     holder = asyncio.create_task(hold_connection())
     await _holding(one_conn)
-    claimed = await worker.leases.claim([delivery], justid=True)  # waits ~0.14 s to execute
+    assert await worker.leases.extend(delivery)  # waits ~0.14 s to execute
     await holder
-    assert delivery.entry_id in claimed
     await asyncio.sleep(0.05)  # time passing, shorter than the wait above
-    claimed = await worker.leases.claim([delivery], justid=True)
-    assert delivery.entry_id in claimed, "the consumer lost the lease on its own entry"
+    assert await worker.leases.extend(delivery), "the consumer lost the lease on its own entry"
     (entry,) = await _pel(one_conn, worker)
     assert entry["consumer"].decode() == worker.consumer_name
     await client.close()
@@ -154,10 +152,10 @@ async def test_entry_trimmed_while_its_handler_runs_is_left_to_the_handler(
     delivery.touched = time.monotonic() - worker.leases.period_s
     await worker.leases.renew()  # known gone: not claimed again, not counted again
     assert worker.stats.deleted_while_pending == 0 and worker.stats.lost == 0
-    # The handler failed; its retry comes due and claims the entry again.
-    claimed = await worker.leases.claim([delivery], justid=False)
-    assert claimed == {}
-    assert worker.stats.deleted_while_pending == 1
+    # The handler failed; its retry comes due and finds the entry gone.
+    await _schedule_failed(worker, delivery, 0.0)
+    assert await worker._claim_due_retries() == []
+    assert worker.stats.deleted_while_pending == 1 and worker.stats.lost == 0
     await client.close()
 
 
@@ -208,11 +206,11 @@ async def test_a_caller_resetting_touched_to_before_its_claim_cannot_break_the_l
     started = time.monotonic()
     holder = asyncio.create_task(one_conn.blpop([f"{settings.queue_prefix}:nothing"], timeout=0.15))
     await _holding(one_conn)
-    assert await worker.leases.claim([delivery], justid=False)
+    assert await worker.leases.extend(delivery)
     await holder
-    delivery.touched = started  # what the engine's _claim_due_retries does
+    delivery.touched = started  # a stamp from before the renewal executed
     await asyncio.sleep(0.05)
-    assert await worker.leases.claim([delivery], justid=True), "lost its own lease"
+    assert await worker.leases.extend(delivery), "lost its own lease"
     await client.close()
 
 
