@@ -15,7 +15,7 @@ shorter), and as soon as the stream is over the cap trims what every group is do
 not ACKed or not read). At a sustained rate of R entries/s, the consumed entries left in the
 stream stay below ``stream_maxlen + R x (interval + L)`` plus one node (100 entries), where L
 is how late a busy event loop runs the check and its four round trips: under 3 x
-``stream_maxlen`` in tests/fault/test_trim.py (300,000 entries at 25,000/s, cap 10,000, the
+``stream_maxlen`` in tests/fault/test_trim.py (300,000 entries at 20,000/s, cap 10,000, the
 pool draining in the same process on a shared 2-core machine; measured at most ~2.5 x).
 When R jumps from idle, the first check, at most a second later, may find up to R x 1 s more.
 A lagging group's backlog (unread or un-ACKed entries) comes on top: it is never trimmed.

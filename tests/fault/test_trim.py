@@ -205,7 +205,7 @@ async def test_trimming_keeps_up_with_a_sustained_drain(private_server: RedisSer
     time: the stream grew without bound. Now the consumed entries kept in the stream stay
     within the bound stated in recovery.py (checked at every sample: a small multiple of
     ``stream_maxlen``), and no entry is trimmed before it was handled: every action ran."""
-    n, rate, maxlen = 300_000, 25_000.0, 10_000
+    n, rate, maxlen = 300_000, 20_000.0, 10_000
     settings = unique_settings(
         redis_url=private_server.url,
         service_name="calc",
