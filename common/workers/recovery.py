@@ -6,6 +6,19 @@ gives each entry's delivery count), claims them (XCLAIM: Redis counts the new de
 hands them to the pool's workers. Live consumers renew their leases, so only entries of dead
 or frozen consumers, and entries released at shutdown, are ever this old. Entries deleted or
 trimmed while pending are cleared from the pending list and counted.
+
+A second loop keeps the stream within a small multiple of ``stream_maxlen``: it checks the
+length (XLEN) at an interval that follows the stream's growth, about every eighth of
+``stream_maxlen`` of new entries (between 50 ms and one second, or ``claim_interval_s`` if
+shorter), and as soon as the stream is over the cap trims what every group is done with (see
+:func:`trim_stream`: LIMITed rounds of 100,000 entries, never below an entry some group has
+not ACKed or not read). At a sustained rate of R entries/s, the consumed entries left in the
+stream stay below ``stream_maxlen + R x (interval + L)`` plus one node (100 entries), where L
+is how late a busy event loop runs the check and its four round trips: under 3 x
+``stream_maxlen`` in tests/fault/test_trim.py (300,000 entries at 20,000/s, cap 10,000, the
+pool draining in the same process on a shared 2-core machine; measured at most ~2.5 x).
+When R jumps from idle, the first check, at most a second later, may find up to R x 1 s more.
+A lagging group's backlog (unread or un-ACKed entries) comes on top: it is never trimmed.
 """
 
 from __future__ import annotations
@@ -21,7 +34,7 @@ from common.clients.scheduled import move_due, next_due_ms
 from common.workers.cancel import cancel_and_wait, cancel_requested, wait_event
 from common.workers.delays import Claimed, claim_due, claim_idle, due_ids
 from common.workers.engine import StreamConsumer
-from common.workers.hygiene import tidy_stream
+from common.workers.hygiene import tidy_stream, trim_stream
 from common.workers.leases import after_last
 from common.workers.outcome import Delivery
 
@@ -32,6 +45,8 @@ logger = logging.getLogger("common.workers")
 _PAGE = 100
 _SCHEDULE_POLL_S = 0.25  # how often the scheduled set is looked at (delayed sends' precision)
 _STOP_TIMEOUT_S = 2.0
+_TRIM_MIN_WAIT_S = 0.05
+_TRIM_MAX_WAIT_S = 1.0
 
 
 def _accepts_work(worker: StreamConsumer) -> bool:
@@ -62,30 +77,60 @@ class Reclaimer:
         self.tidy_every = tidy_every
         self.reclaimed = 0
         self.deleted_while_pending = 0
+        self.trimmed = 0
         self._turn = itertools.cycle(range(len(self.workers)))
-        self._task: asyncio.Task[None] | None = None
-        self._scheduler: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
 
     def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._stop.clear()
-            self._task = asyncio.create_task(self._loop(), name=f"reclaim:{self.stream}")
-            self._scheduler = asyncio.create_task(
-                self._schedule_loop(), name=f"scheduled:{self.stream}"
-            )
+        if self._tasks:
+            return
+        self._stop.clear()
+        self._tasks = [asyncio.create_task(self._loop(), name=f"reclaim:{self.stream}")]
+        if self.settings.stream_maxlen:
+            self._tasks.append(asyncio.create_task(self._trim_loop(), name=f"trim:{self.stream}"))
+        self._tasks.append(
+            asyncio.create_task(self._schedule_loop(), name=f"scheduled:{self.stream}")
+        )
 
     async def stop(self, timeout: float = _STOP_TIMEOUT_S) -> None:
-        """Stop the loop at once (a pass in flight is cut short: whatever it claimed stays
+        """Stop the loops at once (a pass in flight is cut short: whatever it claimed stays
         pending under its target consumer, whose hand-back releases it); waits at most
         ``timeout`` seconds."""
         self._stop.set()
-        scheduler, self._scheduler = self._scheduler, None
-        if scheduler is not None:
-            await cancel_and_wait(scheduler, timeout)
-        task, self._task = self._task, None
-        if task is not None and not await cancel_and_wait(task, timeout):
-            logger.error("reclaim loop on %s did not stop within %.1fs", self.stream, timeout)
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            if not await cancel_and_wait(task, timeout):
+                logger.error("%s did not stop within %.1fs", task.get_name(), timeout)
+
+    async def _trim_loop(self) -> None:
+        maxlen = self.settings.stream_maxlen
+        longest_wait = min(self.settings.claim_interval_s, _TRIM_MAX_WAIT_S)
+        loop = asyncio.get_running_loop()
+        last_length: int | None = None
+        last_at = loop.time()
+        while not self._stop.is_set():
+            wait = longest_wait
+            try:
+                length = int(await self.redis.xlen(self.stream))
+                now = loop.time()
+                if last_length is not None and length > last_length and now > last_at:
+                    rate = (length - last_length) / (now - last_at)  # new entries per second
+                    wait = min(longest_wait, max(_TRIM_MIN_WAIT_S, maxlen / 8 / rate))
+                if length > maxlen:
+                    trimmed = await trim_stream(
+                        self.redis, self.settings, self.stream, length=length
+                    )
+                    self.trimmed += trimmed
+                    length -= trimmed
+                last_length, last_at = length, loop.time()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("trimming %s failed: %s", self.stream, exc)
+            if cancel_requested():
+                raise asyncio.CancelledError
+            await wait_event(self._stop, wait)
 
     async def _schedule_loop(self) -> None:
         """Move delayed sends onto the stream when they are due (see

@@ -33,7 +33,7 @@ async def test_an_idle_pool_on_memory_stops_every_time() -> None:
         assert loop.time() - started < 5
 
 
-@pytest.mark.parametrize("backend", ["server"])  # memory: see the embedded read (wt-embedded)
+@pytest.mark.parametrize("backend", ["memory", "server"])
 async def test_an_idle_pool_stops_promptly(backend: str, settings: CommonAppSettings) -> None:
     """Stopping an idle pool waits for nothing: not the reclaim interval, not a blocked read,
     not a lease period. (Generous bound: this is not a benchmark.)"""
