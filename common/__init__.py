@@ -22,7 +22,7 @@ from common.errors import (
     UnknownActionError,
 )
 from common.models import DomainAction, DomainActionResponse, ErrorDetail
-from common.workers import BaseWorker, RetryPolicy, WorkerPool
+from common.workers import BaseWorker, Resources, RetryPolicy, WorkerPool
 
 __version__ = "0.1.0"
 
@@ -44,6 +44,7 @@ __all__ = [
     "QueueManager",
     "RedisManager",
     "RemoteActionError",
+    "Resources",
     "RetryLaterError",
     "RetryPolicy",
     "UnknownActionError",

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
@@ -19,6 +19,7 @@ from common.errors import WorkerStateError
 from common.workers.base_worker import BaseWorker, common_settings_of
 from common.workers.cancel import cancel_and_wait, wait_event
 from common.workers.recovery import Reclaimer
+from common.workers.resources import Resources
 
 __all__ = ["FLUSH_ALLOWANCE_S", "WorkerPool"]
 
@@ -50,6 +51,12 @@ class WorkerPool(Generic[W]):
         app = FastAPI(lifespan=pool.lifespan)
 
     Without a ``redis`` client the pool opens (and closes) its own from ``settings.redis_url``.
+
+    What the workers share lives in :attr:`resources` (one :class:`Resources` per pool, given
+    to every worker as ``worker.resources``): the worker class's ``on_startup(resources)``
+    hook fills it once per :meth:`start`, and ``on_shutdown(resources)`` releases it once per
+    :meth:`stop`. ``resources=`` pre-fills it (objects the caller also holds, e.g. for HTTP
+    routes or tests).
     """
 
     def __init__(
@@ -60,6 +67,7 @@ class WorkerPool(Generic[W]):
         *,
         num_workers: int | None = None,
         restart_delay_s: float = 1.0,
+        resources: Resources | Mapping[str, Any] | None = None,
         **worker_kwargs: Any,
     ) -> None:
         self.worker_class = worker_class
@@ -81,6 +89,8 @@ class WorkerPool(Generic[W]):
         self._stopping = False
         self._stop_requested = asyncio.Event()
         self.client: BaseRedisClient | None = None
+        self.resources = resources if isinstance(resources, Resources) else Resources(resources)
+        self._resources_started = False
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -93,6 +103,27 @@ class WorkerPool(Generic[W]):
         return bool(self._tasks) and not self._stopping
 
     async def start(self) -> None:
+        """Run ``on_startup`` once, then start the workers (``on_shutdown`` if that fails)."""
+        if self._tasks:
+            raise WorkerStateError("the pool is already running")
+        await self.worker_class.on_startup(self.resources)
+        self._resources_started = True
+        try:
+            await self._start_workers()
+        except BaseException:
+            await self._shut_down_resources()
+            raise
+
+    async def _shut_down_resources(self) -> None:
+        if not self._resources_started:
+            return
+        self._resources_started = False
+        try:
+            await self.worker_class.on_shutdown(self.resources)
+        except Exception:
+            logger.exception("%s.on_shutdown failed", self.worker_class.__name__)
+
+    async def _start_workers(self) -> None:
         if self._tasks:
             raise WorkerStateError("the pool is already running")
         self._stopping = False
@@ -115,6 +146,7 @@ class WorkerPool(Generic[W]):
         for worker in self.workers:
             worker.standalone_recovery = False
             worker.redis_client = self.client
+            worker.resources = self.resources
             await worker.initialize()
         self._tasks = [
             asyncio.create_task(self._supervise(w), name=f"worker:{w.consumer_name}")
@@ -177,6 +209,7 @@ class WorkerPool(Generic[W]):
                     "worker task %s failed at stop", task.get_name(), exc_info=task.exception()
                 )
         self._tasks = []
+        await self._shut_down_resources()  # the workers are done with them
         if self.client is not None:
             client, self.client = self.client, None
             await _bounded(client.close(), "closing the pool's client")
