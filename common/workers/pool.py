@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 import redis.asyncio as aioredis
 
 from common.clients.base_redis_client import BaseRedisClient
+from common.clients.queue_manager import QueueManager
 from common.clients.redis_manager import RedisManager
 from common.errors import WorkerStateError
 from common.workers.base_worker import BaseWorker, common_settings_of
@@ -36,6 +37,17 @@ async def _bounded(closing: Coroutine[Any, Any, None], what: str) -> None:
             await closing
     except TimeoutError:
         logger.error("%s took over %.1fs; left unfinished", what, _CANCEL_WAIT_S)
+
+
+def _json_ready(value: Any) -> Any:
+    """``value`` with every str subclass (enum keys such as dead-letter reasons) made a str."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, str) and type(value) is not str:
+        return str(value)
+    return value
 
 
 W = TypeVar("W", bound=BaseWorker)
@@ -220,13 +232,35 @@ class WorkerPool(Generic[W]):
         logger.info("stopped %d %s workers", len(self.workers), self.worker_class.__name__)
 
     def health(self) -> dict[str, Any]:
-        """A snapshot for health endpoints: running state and each worker's counters."""
+        """A snapshot for health endpoints and logs: plain JSON-ready data (``json.dumps``
+        takes it as is; keys are ``str``, values ``str``/``int``/``bool``/``None``, lists, dicts).
+
+        - ``service`` (str), ``stream`` (str: the action stream read), ``running`` (bool: the
+          pool is started and not stopping), ``num_workers`` (int: configured), ``restarts``
+          (int: worker tasks restarted after a crash);
+        - ``workers``: one dict per worker (empty before the first start): ``consumer``
+          (its consumer name in the group), ``running`` (bool), and its
+          :class:`~common.workers.stats.WorkerStats` counters: ``read``, ``handled``,
+          ``acked``, ``failed``, ``retried``, ``reclaimed``, ``deleted_while_pending``,
+          ``lease_renewals``, ``lost``, ``released``, ``dead_lettered`` (counts by reason, e.g.
+          ``{"max_retries": 2}``), ``dead_letters_trimmed``, ``flush_errors`` (refused
+          flushes, each retried), ``flush_error`` (why ACKs and replies cannot be written
+          now, or ``None`` when healthy).
+        """
         return {
             "service": self.settings.service_name,
+            "stream": QueueManager(
+                self.settings.queue_prefix, self.settings.environment
+            ).action_stream(self.settings.service_name),
             "running": self.running,
+            "num_workers": self.num_workers,
             "restarts": self.restarts,
             "workers": [
-                {"consumer": w.consumer_name, "running": w.is_running, **w.stats.as_dict()}
+                {
+                    "consumer": w.consumer_name,
+                    "running": w.is_running,
+                    **_json_ready(w.stats.as_dict()),
+                }
                 for w in self.workers
             ],
         }
