@@ -133,9 +133,7 @@ class BaseWorker(StreamConsumer, ABC):
                 try:
                     await self.redis_client.close()
                 finally:
-                    if self._resources_started:
-                        self._resources_started = False
-                        await type(self).on_shutdown(self.resources)
+                    await self._shut_down_resources()
 
     async def _initialize_components(self) -> None:
         """Override to set up what handlers need (clients, caches); runs in initialize()."""
@@ -163,6 +161,15 @@ class BaseWorker(StreamConsumer, ABC):
         the pool closes its Redis connections; a worker run on its own awaits it when
         :meth:`run` returns. Not called when :meth:`on_startup` itself failed.
         """
+
+    async def _shut_down_resources(self) -> None:
+        if not self._resources_started:
+            return
+        self._resources_started = False
+        try:
+            await type(self).on_shutdown(self.resources)
+        except Exception:
+            self.log.exception("%s.on_shutdown failed", type(self).__name__)
 
     @property
     def resources(self) -> Resources:

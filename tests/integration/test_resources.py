@@ -119,9 +119,14 @@ async def test_resources_given_to_the_pool_are_kept(
     assert pool.resources.counter is mine and mine.closed
 
 
+@pytest.mark.parametrize("fail_shutdown", [False, True])
 async def test_a_worker_run_on_its_own_runs_the_hooks_itself(
-    counting: CommonAppSettings, redis: aioredis.Redis
+    counting: CommonAppSettings,
+    redis: aioredis.Redis,
+    caplog: pytest.LogCaptureFixture,
+    fail_shutdown: bool,
 ) -> None:
+    CountingWorker.fail_shutdown = fail_shutdown
     worker = CountingWorker(counting, redis, "alone")
     await worker.initialize()
     assert CountingWorker.events == ["startup", "init:0"]
@@ -129,9 +134,10 @@ async def test_a_worker_run_on_its_own_runs_the_hooks_itself(
     async with BaseRedisClient("api", redis, counting) as client:
         assert await _add(client, 2) == 2
     await worker.stop()
-    await run
+    await run  # a failed on_shutdown is logged, not raised
     assert CountingWorker.events == ["startup", "init:0", "shutdown"]
     assert worker.resources.counter.closed
+    assert ("CountingWorker.on_shutdown failed" in caplog.text) is fail_shutdown
 
 
 async def test_a_failed_on_startup_starts_nothing(
