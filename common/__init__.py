@@ -25,7 +25,7 @@ from common.errors import (
     UnknownActionError,
 )
 from common.models import DomainAction, DomainActionResponse, ErrorDetail
-from common.workers import BaseWorker, RetryPolicy, WorkerPool
+from common.workers import BaseWorker, Resources, RetryPolicy, WorkerPool
 
 __version__ = "0.1.0"
 
@@ -49,6 +49,7 @@ __all__ = [
     "RedisManager",
     "RedisUnavailableError",
     "RemoteActionError",
+    "Resources",
     "RetryLaterError",
     "RetryPolicy",
     "SendTimeoutError",

@@ -5,6 +5,7 @@ from common.workers.engine import StreamConsumer
 from common.workers.outcome import DeadLetterReason, Delivery
 from common.workers.pool import WorkerPool
 from common.workers.recovery import Reclaimer
+from common.workers.resources import Resources
 from common.workers.retry import RetryPolicy
 from common.workers.stats import WorkerStats
 
@@ -14,6 +15,7 @@ __all__ = [
     "Delivery",
     "HandlerResult",
     "Reclaimer",
+    "Resources",
     "RetryPolicy",
     "StreamConsumer",
     "WorkerPool",

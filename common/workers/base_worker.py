@@ -30,6 +30,7 @@ from common.models.codec import ACTION_FIELD_BYTES, decode_action
 from common.workers.engine import StreamConsumer
 from common.workers.outcome import Ack, DeadLetter, DeadLetterReason, Delivery, Fail, Outcome, Write
 from common.workers.replies import ReplyBuilder, check_result, to_response
+from common.workers.resources import Resources
 from common.workers.retry import RetryPolicy
 
 __all__ = ["BaseWorker", "HandlerResult"]
@@ -104,8 +105,14 @@ class BaseWorker(StreamConsumer, ABC):
         return f"<{type(self).__name__} {self.consumer_name}>"
 
     async def initialize(self) -> None:
-        """Create the consumer group, then run :meth:`_initialize_components`."""
+        """Create the consumer group, then run :meth:`_initialize_components`.
+
+        A worker run on its own (not in a pool) runs its class's :meth:`on_startup` in between.
+        """
         await super().initialize()
+        if self.standalone_recovery and not self._resources_started:
+            await type(self).on_startup(self.resources)
+            self._resources_started = True
         try:
             await self._initialize_components()
         except (RedisConnectionError, RedisTimeoutError):
@@ -123,10 +130,58 @@ class BaseWorker(StreamConsumer, ABC):
             await super().run()
         finally:
             if self.standalone_recovery:  # not in a pool: the client is this worker's own
-                await self.redis_client.close()
+                try:
+                    await self.redis_client.close()
+                finally:
+                    await self._shut_down_resources()
 
     async def _initialize_components(self) -> None:
         """Override to set up what handlers need (clients, caches); runs in initialize()."""
+
+    # -- shared resources: once per pool (or per worker run on its own) ----------------------
+
+    _resources_started = False  # on_startup ran for this worker on its own (not in a pool)
+
+    @classmethod
+    async def on_startup(cls, resources: Resources) -> None:
+        """Override to create what all workers of a pool share; runs once per pool start.
+
+        :meth:`WorkerPool.start` (so also ``python -m common run`` and a FastAPI lifespan)
+        awaits it once, before any worker initializes; a worker run on its own awaits it in
+        :meth:`initialize`. Put the objects on ``resources`` (``resources.ledger = ...``):
+        every worker of the pool reads the same ones as ``self.resources``. Objects passed to
+        ``WorkerPool(resources=...)`` are already there (``resources.setdefault`` keeps them).
+        """
+
+    @classmethod
+    async def on_shutdown(cls, resources: Resources) -> None:
+        """Override to release what :meth:`on_startup` created; runs once per pool stop.
+
+        :meth:`WorkerPool.stop` awaits it after every worker has stopped and drained, before
+        the pool closes its Redis connections; a worker run on its own awaits it when
+        :meth:`run` returns. Not called when :meth:`on_startup` itself failed.
+        """
+
+    async def _shut_down_resources(self) -> None:
+        if not self._resources_started:
+            return
+        self._resources_started = False
+        try:
+            await type(self).on_shutdown(self.resources)
+        except Exception:
+            self.log.exception("%s.on_shutdown failed", type(self).__name__)
+
+    @property
+    def resources(self) -> Resources:
+        """The objects shared by this worker's pool (see :meth:`on_startup`)."""
+        shared: Resources | None = self.__dict__.get("_shared_resources")
+        if shared is None:
+            shared = self.__dict__["_shared_resources"] = Resources()
+        return shared
+
+    @resources.setter
+    def resources(self, shared: Resources) -> None:
+        self.__dict__["_shared_resources"] = shared
 
     async def extend_visibility(self, action: DomainAction) -> bool:
         """Reset the idle time of ``action``'s entry now, so no other consumer claims it.

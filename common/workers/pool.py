@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
@@ -15,11 +15,13 @@ import redis.asyncio as aioredis
 
 from common.clients.base_redis_client import BaseRedisClient
 from common.clients.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_redis
+from common.clients.queue_manager import QueueManager
 from common.clients.redis_manager import RedisManager
 from common.errors import WorkerStateError
 from common.workers.base_worker import BaseWorker, common_settings_of
 from common.workers.cancel import cancel_and_wait, wait_event
 from common.workers.recovery import Reclaimer
+from common.workers.resources import Resources
 
 __all__ = ["FLUSH_ALLOWANCE_S", "WorkerPool"]
 
@@ -38,6 +40,17 @@ async def _bounded(closing: Coroutine[Any, Any, None], what: str) -> None:
         logger.error("%s took over %.1fs; left unfinished", what, _CANCEL_WAIT_S)
 
 
+def _json_ready(value: Any) -> Any:
+    """``value`` with every str subclass (enum keys such as dead-letter reasons) made a str."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, str) and type(value) is not str:
+        return str(value)
+    return value
+
+
 W = TypeVar("W", bound=BaseWorker)
 
 
@@ -53,6 +66,12 @@ class WorkerPool(Generic[W]):
     Without a ``redis`` client the pool opens (and closes) its own from ``settings.redis_url``;
     :meth:`start` then waits for Redis up to ``connect_timeout_s`` seconds (0: forever), then
     raises :class:`~common.errors.RedisUnavailableError`.
+
+    What the workers share lives in :attr:`resources` (one :class:`Resources` per pool, given
+    to every worker as ``worker.resources``): the worker class's ``on_startup(resources)``
+    hook fills it once per :meth:`start`, and ``on_shutdown(resources)`` releases it once per
+    :meth:`stop`. ``resources=`` pre-fills it (objects the caller also holds, e.g. for HTTP
+    routes or tests).
     """
 
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
@@ -65,6 +84,7 @@ class WorkerPool(Generic[W]):
         *,
         num_workers: int | None = None,
         restart_delay_s: float = 1.0,
+        resources: Resources | Mapping[str, Any] | None = None,
         **worker_kwargs: Any,
     ) -> None:
         self.worker_class = worker_class
@@ -82,10 +102,12 @@ class WorkerPool(Generic[W]):
         self._redis = redis
         self._manager: RedisManager | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._reclaimer: Reclaimer | None = None
+        self._reclaimers: list[Reclaimer] = []
         self._stopping = False
         self._stop_requested = asyncio.Event()
         self.client: BaseRedisClient | None = None
+        self.resources = resources if isinstance(resources, Resources) else Resources(resources)
+        self._resources_started = False
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -98,6 +120,27 @@ class WorkerPool(Generic[W]):
         return bool(self._tasks) and not self._stopping
 
     async def start(self) -> None:
+        """Run ``on_startup`` once, then start the workers (``on_shutdown`` if that fails)."""
+        if self._tasks:
+            raise WorkerStateError("the pool is already running")
+        await self.worker_class.on_startup(self.resources)
+        self._resources_started = True
+        try:
+            await self._start_workers()
+        except BaseException:
+            await self._shut_down_resources()
+            raise
+
+    async def _shut_down_resources(self) -> None:
+        if not self._resources_started:
+            return
+        self._resources_started = False
+        try:
+            await self.worker_class.on_shutdown(self.resources)
+        except Exception:
+            logger.exception("%s.on_shutdown failed", self.worker_class.__name__)
+
+    async def _start_workers(self) -> None:
         if self._tasks:
             raise WorkerStateError("the pool is already running")
         self._stopping = False
@@ -123,13 +166,16 @@ class WorkerPool(Generic[W]):
         for worker in self.workers:
             worker.standalone_recovery = False
             worker.redis_client = self.client
+            worker.resources = self.resources
             await worker.initialize()
         self._tasks = [
             asyncio.create_task(self._supervise(w), name=f"worker:{w.consumer_name}")
             for w in self.workers
         ]
-        self._reclaimer = Reclaimer(self.workers)
-        self._reclaimer.start()
+        # One reclaim (and trim, and scheduled-send) loop per stream for all the pool's workers.
+        self._reclaimers = [Reclaimer(self.workers, stream=s) for s in self.workers[0].streams]
+        for reclaimer in self._reclaimers:
+            reclaimer.start()
         await asyncio.sleep(0)  # let every worker task begin: running once start() returns
         logger.info(
             "started %d %s workers on %s",
@@ -168,9 +214,9 @@ class WorkerPool(Generic[W]):
             return
         self._stopping = True
         self._stop_requested.set()
-        if self._reclaimer is not None:  # first: no claim may reach a worker that has let go
-            await self._reclaimer.stop()
-            self._reclaimer = None
+        reclaimers, self._reclaimers = self._reclaimers, []
+        for reclaimer in reclaimers:  # first: no claim may reach a worker that has let go
+            await reclaimer.stop()
         for worker in self.workers:
             await worker.stop()
         # run() itself bounds in-flight work by the grace period; then comes one flush.
@@ -185,6 +231,7 @@ class WorkerPool(Generic[W]):
                     "worker task %s failed at stop", task.get_name(), exc_info=task.exception()
                 )
         self._tasks = []
+        await self._shut_down_resources()  # the workers are done with them
         if self.client is not None:
             client, self.client = self.client, None
             await _bounded(client.close(), "closing the pool's client")
@@ -195,13 +242,35 @@ class WorkerPool(Generic[W]):
         logger.info("stopped %d %s workers", len(self.workers), self.worker_class.__name__)
 
     def health(self) -> dict[str, Any]:
-        """A snapshot for health endpoints: running state and each worker's counters."""
+        """A snapshot for health endpoints and logs: plain JSON-ready data (``json.dumps``
+        takes it as is; keys are ``str``, values ``str``/``int``/``bool``/``None``, lists, dicts).
+
+        - ``service`` (str), ``stream`` (str: the action stream read), ``running`` (bool: the
+          pool is started and not stopping), ``num_workers`` (int: configured), ``restarts``
+          (int: worker tasks restarted after a crash);
+        - ``workers``: one dict per worker (empty before the first start): ``consumer``
+          (its consumer name in the group), ``running`` (bool), and its
+          :class:`~common.workers.stats.WorkerStats` counters: ``read``, ``handled``,
+          ``acked``, ``failed``, ``retried``, ``reclaimed``, ``deleted_while_pending``,
+          ``lease_renewals``, ``lost``, ``released``, ``dead_lettered`` (counts by reason, e.g.
+          ``{"max_retries": 2}``), ``dead_letters_trimmed``, ``flush_errors`` (refused
+          flushes, each retried), ``flush_error`` (why ACKs and replies cannot be written
+          now, or ``None`` when healthy).
+        """
         return {
             "service": self.settings.service_name,
+            "stream": QueueManager(
+                self.settings.queue_prefix, self.settings.environment
+            ).action_stream(self.settings.service_name),
             "running": self.running,
+            "num_workers": self.num_workers,
             "restarts": self.restarts,
             "workers": [
-                {"consumer": w.consumer_name, "running": w.is_running, **w.stats.as_dict()}
+                {
+                    "consumer": w.consumer_name,
+                    "running": w.is_running,
+                    **_json_ready(w.stats.as_dict()),
+                }
                 for w in self.workers
             ],
         }

@@ -30,7 +30,8 @@ def create_app(
     """
     settings = service_settings(SERVICE_NAME, settings)
     ledger = ledger if ledger is not None else StockLedger()
-    pool = WorkerPool(InventoryWorker, settings, ledger=ledger)
+    # The ledger is the workers' shared resource (one per pool) and the HTTP routes' too.
+    pool = WorkerPool(InventoryWorker, settings, resources={"ledger": ledger})
     app = FastAPI(title="inventory", lifespan=pool.lifespan)
     app.state.settings = settings
     app.state.ledger = ledger

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.errors import NonRetryableError
 from common.models.actions import DomainAction, DomainActionResponse, ErrorDetail
 from common.workers.base_worker import BaseWorker
-from common.workers.retry import RetryPolicy
+from common.workers.resources import Resources
 from services.inventory.stock import InsufficientStockError, StockLedger
 
 __all__ = ["AuditUnavailableError", "InventoryWorker"]
@@ -53,21 +52,21 @@ def _parse(model: type[M], action: DomainAction) -> M:
 
 class InventoryWorker(BaseWorker):
     """Handles ``inventory.restock``, ``inventory.check``, ``inventory.reserve`` and
-    ``inventory.audit`` against a :class:`StockLedger` shared by the pool's workers."""
+    ``inventory.audit`` against one :class:`StockLedger` shared by all workers of the pool.
 
-    def __init__(
-        self,
-        app_settings: Any,
-        async_redis_conn: aioredis.Redis,
-        consumer_id_suffix: str | None = None,
-        *,
-        ledger: StockLedger | None = None,
-        retry_policy: RetryPolicy | None = None,
-    ) -> None:
-        super().__init__(
-            app_settings, async_redis_conn, consumer_id_suffix, retry_policy=retry_policy
-        )
-        self.ledger = ledger if ledger is not None else StockLedger()
+    The ledger is a shared resource: :meth:`on_startup` creates it once per pool (unless one
+    was passed as ``WorkerPool(..., resources={"ledger": ledger})``), so every worker, however
+    many, sees the same stock, also under ``python -m common run ... --workers 4``.
+    """
+
+    @classmethod
+    async def on_startup(cls, resources: Resources) -> None:
+        resources.setdefault("ledger", StockLedger)
+
+    @property
+    def ledger(self) -> StockLedger:
+        ledger: StockLedger = self.resources.ledger
+        return ledger
 
     async def _handle_inventory_restock(self, action: DomainAction) -> dict[str, Any]:
         req = _parse(Restock, action)

@@ -57,7 +57,8 @@ def create_app(
     """
     settings = service_settings(SERVICE_NAME, settings)
     book = book if book is not None else OrderBook()
-    pool = WorkerPool(OrdersWorker, settings, book=book)
+    # The book is the workers' shared resource (one per pool) and the HTTP routes' too.
+    pool = WorkerPool(OrdersWorker, settings, resources={"book": book})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

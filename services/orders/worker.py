@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import redis.asyncio as aioredis
-
 from common.models.actions import DomainAction
 from common.workers.base_worker import BaseWorker
-from common.workers.retry import RetryPolicy
+from common.workers.resources import Resources
 from services.orders.book import OrderBook, OrderStatus
 
 __all__ = ["RESERVATION_CALLBACK", "OrdersWorker"]
@@ -17,21 +13,21 @@ RESERVATION_CALLBACK = "orders.reservation_result"
 
 
 class OrdersWorker(BaseWorker):
-    """Handles ``orders.reservation_result``, the callback of ``inventory.reserve``."""
+    """Handles ``orders.reservation_result``, the callback of ``inventory.reserve``.
 
-    def __init__(
-        self,
-        app_settings: Any,
-        async_redis_conn: aioredis.Redis,
-        consumer_id_suffix: str | None = None,
-        *,
-        book: OrderBook | None = None,
-        retry_policy: RetryPolicy | None = None,
-    ) -> None:
-        super().__init__(
-            app_settings, async_redis_conn, consumer_id_suffix, retry_policy=retry_policy
-        )
-        self.book = book if book is not None else OrderBook()
+    The :class:`OrderBook` is shared by all workers of the pool (and by the HTTP API): it is
+    created once per pool by :meth:`on_startup`, unless one was passed as
+    ``WorkerPool(..., resources={"book": book})``.
+    """
+
+    @classmethod
+    async def on_startup(cls, resources: Resources) -> None:
+        resources.setdefault("book", OrderBook)
+
+    @property
+    def book(self) -> OrderBook:
+        book: OrderBook = self.resources.book
+        return book
 
     async def _handle_orders_reservation_result(self, action: DomainAction) -> None:
         # The callback carries the request's correlation id, which is the order id; its

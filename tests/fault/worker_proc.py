@@ -114,13 +114,13 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def _stats(pool: WorkerPool[FaultWorker]) -> str:
-    reclaimer = pool._reclaimer  # a test process may look inside
+    reclaimers = pool._reclaimers  # a test process may look inside
     return json.dumps(
         {
             "workers": [w.stats.as_dict() for w in pool.workers],
             "reclaimer": {
-                "reclaimed": reclaimer.reclaimed if reclaimer else 0,
-                "deleted_while_pending": reclaimer.deleted_while_pending if reclaimer else 0,
+                "reclaimed": sum(r.reclaimed for r in reclaimers),
+                "deleted_while_pending": sum(r.deleted_while_pending for r in reclaimers),
             },
             "restarts": pool.restarts,
             "time": time.time(),
