@@ -11,9 +11,10 @@ handler may settle the delivery itself:
   renewing it while the handler runs, however long it takes).
 
 The first settlement wins; later calls change nothing and return False, so calling twice is
-harmless. In manual mode (``auto_ack=False``) a handler that returns without settling gets its
-delivery retried (never lost, never ACKed by accident); otherwise what the handler returned
-settles it.
+harmless. (``ack`` and ``reject`` are coroutines, as handlers await them; they make no round
+trip: the engine writes the settlement as soon as the handler returns.) In manual mode
+(``auto_ack=False``) a handler that returns without settling gets its delivery retried (never
+lost, never ACKed by accident); otherwise what the handler returned settles it.
 """
 
 from __future__ import annotations
@@ -82,11 +83,11 @@ class DeliveryContext:
 
     # -- settlement ---------------------------------------------------------------------------
 
-    def ack(self) -> bool:
+    async def ack(self) -> bool:
         """Settle as done. False if already settled."""
         return self._settle(Ack())
 
-    def reject(self, requeue: bool = True, delay: float | None = None) -> bool:
+    async def reject(self, requeue: bool = True, delay: float | None = None) -> bool:
         """Settle as failed: retried after ``delay`` (or the backoff) when ``requeue``,
         dead-lettered at once otherwise. False if already settled."""
         if delay is not None and delay < 0:

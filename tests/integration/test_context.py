@@ -73,11 +73,11 @@ async def test_reject_with_a_delay_retries_through_the_delay_set_and_calls_are_i
 
     async def handler(ctx: DeliveryContext) -> None:
         if ctx.delivery_count == 1:
-            assert ctx.reject(requeue=True, delay=0.3)
-            assert not ctx.ack() and not ctx.reject(requeue=False)  # the first one wins
+            assert await ctx.reject(requeue=True, delay=0.3)
+            assert not await ctx.ack() and not await ctx.reject(requeue=False)  # the first one wins
             seen.append({"stream": ctx.stream, "group": ctx.group, "raw": ctx.raw})
         else:
-            assert ctx.ack()
+            assert await ctx.ack()
 
     consumer = ContextConsumer(redis, settings, handler)
     entry_id = await redis.xadd(consumer.stream, {"k": "v"})
@@ -96,7 +96,7 @@ async def test_reject_without_requeue_dead_letters_at_once(
     settings: CommonAppSettings, redis: aioredis.Redis
 ) -> None:
     async def handler(ctx: DeliveryContext) -> None:
-        ctx.reject(requeue=False)
+        await ctx.reject(requeue=False)
 
     consumer = ContextConsumer(redis, settings, handler)
     await redis.xadd(consumer.stream, {"k": "v"})
@@ -117,7 +117,7 @@ async def test_manual_mode_retries_what_the_handler_left_unsettled(
 
     async def handler(ctx: DeliveryContext) -> None:
         if ctx.delivery_count == 2:
-            ctx.ack()
+            await ctx.ack()
 
     consumer = ContextConsumer(redis, settings, handler, auto_ack=False)
     await redis.xadd(consumer.stream, {"k": "v"})
