@@ -212,17 +212,21 @@ class Reclaimer:
         )
 
     async def claim_due_retries(self) -> int:
-        """Claim the retries that are due in the delay set (their consumer may be gone)."""
+        """Claim the retries overdue in the delay set: due for longer than the visibility
+        timeout, so their consumer is gone or stuck (a live one takes its own retries when
+        they are due, and its blocked read wakes for them; a claim from here would wait in
+        the intake of a consumer whose read is blocked)."""
         total = 0
         while True:
             target = self._target()
             if target is None:
                 return total
-            ids = await due_ids(self.redis, self.stream, self.group, int(time.time() * 1000))
+            overdue = int(time.time() * 1000) - self.visibility_ms
+            ids = await due_ids(self.redis, self.stream, self.group, overdue)
             if not ids:
                 return total
             claimed = await claim_due(
-                self.redis, self.stream, self.group, target.consumer, ids, int(time.time() * 1000)
+                self.redis, self.stream, self.group, target.consumer, ids, overdue
             )
             total += await self._hand_over(target, claimed, "due retries")
             if len(ids) < 100:
