@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from common.errors import InvalidKeyError
-from common.naming import SERVICE_NAME, is_key_segment, is_service_name
+from common.naming import (
+    SERVICE_NAME,
+    is_group_id,
+    is_key_segment,
+    is_service_name,
+    is_topic_name,
+)
 
 __all__ = ["KeyKind", "ParsedKey", "QueueManager"]
 
@@ -83,6 +89,24 @@ class QueueManager:
         if not re.fullmatch(_CLIENT, client_id):
             raise InvalidKeyError(f"invalid client id {client_id!r}")
         return f"{self._service_base(service)}:reply:{client_id}"
+
+    def topic_stream(self, topic: str) -> str:
+        """The stream of a topic (``orders.created``): every subscriber group reads it. Its
+        hash tag is the topic, so each topic's own multi-key steps are legal on a cluster."""
+        return f"{self._topic_base(topic)}:topic"
+
+    def topic_dead_letter_stream(self, topic: str, group: str) -> str:
+        """Where a subscriber group's failures on ``topic`` go (without a ``dlq_topic``)."""
+        if not is_group_id(group):
+            raise InvalidKeyError(f"invalid group id {group!r}")
+        return f"{self._topic_base(topic)}:dlq:{group}"
+
+    def _topic_base(self, topic: str) -> str:
+        if not is_topic_name(topic):
+            raise InvalidKeyError(
+                f"invalid topic name {topic!r}: lowercase letters, digits, '.', '_' or '-'"
+            )
+        return f"{self._base}:{{{topic}}}"
 
     def consumer_group(self, service: str) -> str:
         return f"{self._check_service(service)}-group"

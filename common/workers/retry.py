@@ -28,7 +28,7 @@ class RetryPolicy:
     backoff: Backoff = "exponential"
     initial_delay: float = 1.0
     max_delay: float = 60.0
-    jitter: float = 0.1
+    jitter: float = 0.0  # built by hand: exact delays; the engine's default takes retry_jitter
 
     def __post_init__(self) -> None:
         if self.max_retries < 1:

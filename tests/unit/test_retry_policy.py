@@ -49,3 +49,8 @@ def test_from_settings() -> None:
 def test_invalid_policies_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_policy_built_by_hand_is_exact_as_seed_002_shows_it() -> None:
+    policy = RetryPolicy(max_retries=5, backoff="exponential", initial_delay=1.0, max_delay=60.0)
+    assert policy.get_delay(attempt=3) == 4.0

@@ -1,0 +1,42 @@
+"""The declarative layer: ``@worker`` functions, ``Worker`` classes, topics and events.
+
+Everything here runs on the same engine as :class:`~common.workers.BaseWorker` (one reading,
+settlement, retry, reclaim, trimming and dead-letter machinery). See the README section
+"Declarative workers and events".
+"""
+
+from __future__ import annotations
+
+from fast_depends import Depends
+
+from common.messaging.context import ActionContext, MessageContext
+from common.messaging.events import Event
+from common.messaging.handler import Handler
+from common.messaging.producer import Producer, get_producer, publish, publish_event
+from common.messaging.registry import discover_workers, registered
+from common.messaging.runner import MessagingPool, run_workers
+from common.messaging.settings import configure_messaging
+from common.messaging.subscription import Subscription
+from common.messaging.worker import Worker, worker
+from common.workers.retry import RetryPolicy
+
+__all__ = [
+    "ActionContext",
+    "Depends",
+    "Event",
+    "Handler",
+    "MessageContext",
+    "MessagingPool",
+    "Producer",
+    "RetryPolicy",
+    "Subscription",
+    "Worker",
+    "configure_messaging",
+    "discover_workers",
+    "get_producer",
+    "publish",
+    "publish_event",
+    "registered",
+    "run_workers",
+    "worker",
+]
