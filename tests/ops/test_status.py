@@ -1,0 +1,93 @@
+"""``common status``: per stream length, lag, pending, consumers, delays and dead letters."""
+
+from __future__ import annotations
+
+import json
+
+import redis.asyncio as aioredis
+
+from common import BaseRedisClient, CommonAppSettings, DomainAction, WorkerPool
+from tests.helpers import wait_for
+from tests.integration.workers import CalcWorker
+from tests.ops.conftest import Invoke
+
+
+async def test_status_reports_every_measure_of_a_seeded_stream(
+    settings: CommonAppSettings, redis: aioredis.Redis, cli: Invoke
+) -> None:
+    # An idle service: a group, three entries nobody has read (lag 3).
+    idle = BaseRedisClient("api", redis, settings)
+    idle_stream = idle.queues.action_stream("idle")
+    await redis.xgroup_create(idle_stream, "idle-group", id="0", mkstream=True)
+    for _ in range(3):
+        await idle.send_action_async(DomainAction(action_type="idle.work"))
+    slow = settings.model_copy(update={"retry_initial_delay_s": 60.0, "retry_max_delay_s": 60.0})
+    async with WorkerPool(CalcWorker, slow, num_workers=1) as pool:
+        worker = pool.workers[0]
+        client = BaseRedisClient("api", redis, slow)
+        await client.send_action_async(DomainAction(action_type="calc.reject"))  # dead letter
+        await client.send_action_async(DomainAction(action_type="calc.fail"))  # delayed retry
+        await client.send_action_async(DomainAction(action_type="calc.wait"))  # held, pending
+        await client.send_action_async(DomainAction(action_type="calc.add"), delay=600)
+        await wait_for(lambda: worker.stats.failed == 1 and len(worker.held) >= 1)
+        await wait_for(lambda: worker.stats.dead_lettered.get("non_retryable") == 1)
+
+        result = await cli("status", "--json")
+        assert result.exit_code == 0, result.output
+        by_name = {s["name"]: s for s in json.loads(result.stdout)}
+        assert set(by_name) == {"calc", "idle"}
+        calc = by_name["calc"]
+        assert calc["length"] == 3
+        assert calc["dead_letters"] == 1
+        assert calc["scheduled"] == 1
+        [group] = calc["groups"]
+        assert group["name"] == "calc-group"
+        assert group["lag"] == 0
+        assert group["pending"] == 2  # the failed one waiting, the one held
+        assert group["delayed"] == 1
+        assert group["oldest_pending_idle_ms"] >= 0
+        assert group["oldest_pending_age_s"] >= 0
+        [consumer] = group["consumers"]
+        assert consumer["name"] == worker.consumer_name
+        assert consumer["pending"] == 2
+        [idle_group] = by_name["idle"]["groups"]
+        assert (idle_group["lag"], idle_group["pending"], idle_group["consumers"]) == (3, 0, [])
+
+        only = await cli("status", "--service", "idle", "--json")
+        assert [s["name"] for s in json.loads(only.stdout)] == ["idle"]
+
+        table = await cli("status", COLUMNS="160")
+        assert table.exit_code == 0, table.output
+        for text in ("calc-group", "idle-group", worker.consumer_name[:20], "Consumers"):
+            assert text in table.stdout
+        worker.release.set()
+        await client.close()
+    await idle.close()
+
+
+async def test_status_watch_refreshes_then_stops_after_count(
+    settings: CommonAppSettings, redis: aioredis.Redis, cli: Invoke
+) -> None:
+    await redis.xgroup_create(
+        f"{settings.queue_prefix}:dev:{{calc}}:actions", "calc-group", mkstream=True
+    )
+    result = await cli("status", "--watch", "--count", "2", "--interval", "0.1", "--json")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert len(lines) == 2
+    assert all(sample[0]["name"] == "calc" for sample in lines)
+
+
+async def test_status_of_an_unknown_service_is_one_line_and_exit_1(cli: Invoke) -> None:
+    result = await cli("status", "--service", "nosuch")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: unknown service 'nosuch'")
+
+
+async def test_status_with_nothing_there_says_so(cli: Invoke) -> None:
+    result = await cli("status")
+    assert result.exit_code == 0
+    assert "no streams found" in result.stdout
+    assert (await cli("status", "--json")).stdout.strip() == "[]"
