@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from rich.console import Group
 from rich.table import Table
@@ -32,10 +33,11 @@ def _num(value: int | None) -> str:
 def status_view(statuses: Sequence[StreamStatus]) -> Group:
     """One table of streams and their groups, then one of consumers."""
     streams = Table(title="Streams", title_justify="left")
-    for column in ("service", "length", "group", "lag", "pending", "oldest pending"):
-        streams.add_column(column, justify="left" if column in ("service", "group") else "right")
+    for column in ("service", "length", "group", "lag", "pending", "oldest idle"):
+        justify: Literal["left", "right"] = "left" if column in ("service", "group") else "right"
+        streams.add_column(column, justify=justify, no_wrap=True)
     for column in ("delayed", "scheduled", "dead letters"):
-        streams.add_column(column, justify="right")
+        streams.add_column(column, justify="right", no_wrap=True)
     consumers = Table(title="Consumers", title_justify="left")
     for column in ("service", "group", "consumer", "pending", "idle"):
         consumers.add_column(column, justify="right" if column in ("pending", "idle") else "left")
@@ -73,12 +75,13 @@ def status_view(statuses: Sequence[StreamStatus]) -> Group:
 
 def dead_letters_table(records: Sequence[DeadLetterRecord], title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("id", "failed at", "reason", "type", "retries", "error"):
-        table.add_column(column, overflow="fold")
+    for column in ("id", "failed at", "reason", "type", "retries"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("error", overflow="fold")
     for r in records:
         table.add_row(
             r.id,
-            r.failed_at[:19],
+            r.failed_at[:19].replace("T", " "),
             r.reason,
             r.action_type or "-",
             _num(r.retries),
