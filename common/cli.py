@@ -154,6 +154,8 @@ def _run_op(
         _fail(f"Redis at {redact_url(url)}: {type(exc).__name__}: {exc}", 1, url)
     except CommonError as exc:
         _fail(f"{type(exc).__name__}: {exc}", 1, url)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130, url)
     finally:
         quiet.setLevel(level)
     if code:

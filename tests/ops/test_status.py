@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import redis.asyncio as aioredis
 
@@ -10,6 +16,8 @@ from common import BaseRedisClient, CommonAppSettings, DomainAction, WorkerPool
 from tests.helpers import wait_for
 from tests.integration.workers import CalcWorker
 from tests.ops.conftest import Invoke
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_status_reports_every_measure_of_a_seeded_stream(
@@ -91,3 +99,40 @@ async def test_status_with_nothing_there_says_so(cli: Invoke) -> None:
     assert result.exit_code == 0
     assert "no streams found" in result.stdout
     assert (await cli("status", "--json")).stdout.strip() == "[]"
+
+
+def _start_watch(settings: CommonAppSettings) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "REDIS_URL": settings.redis_url,
+        "QUEUE_PREFIX": settings.queue_prefix,
+        "PYTHONPATH": str(ROOT),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "common", "status", "--watch", "--json", "--interval", "0.1"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def test_status_watch_ends_with_exit_0_on_ctrl_c(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    await redis.xgroup_create(
+        f"{settings.queue_prefix}:dev:{{calc}}:actions", "calc-group", mkstream=True
+    )
+    proc = _start_watch(settings)
+    try:
+        assert proc.stdout is not None
+        first = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
+        assert json.loads(first)[0]["name"] == "calc"
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.to_thread(proc.communicate, None, 30)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
