@@ -56,11 +56,18 @@ async def test_metrics_after_a_known_workload(
             return sum(sum(w.stats.dead_lettered.values()) for w in pool.workers)
 
         await wait_for(lambda: dead() == 2 and sum(w.stats.handled for w in pool.workers) == 6)
+        stream = pool.workers[0].action_stream_name
+
+        async def all_written() -> bool:  # the outbox writes ACKs and dead letters just after
+            pending = await redis.xpending(stream, "calc-group")
+            dlq = await redis.xlen(pool.workers[0].dead_letter_stream_name)
+            return int(pending["pending"]) == 0 and dlq == 2
+
+        await wait_for(all_written)
         response = await http.get("/metrics")
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/plain")
         values = _samples(response.text)
-        stream = pool.workers[0].action_stream_name
         key = _labels(service="calc", stream=stream)
         group = _labels(service="calc", stream=stream, group="calc-group")
         assert values[("common_actions_handled_total", key)] == 6

@@ -40,6 +40,12 @@ async def test_status_reports_every_measure_of_a_seeded_stream(
         await wait_for(lambda: worker.stats.failed == 1 and len(worker.held) >= 1)
         await wait_for(lambda: worker.stats.dead_lettered.get("non_retryable") == 1)
 
+        async def written() -> bool:  # the outbox writes the dead letter and delay just after
+            delayed = await redis.zcard(f"{worker.action_stream_name}:delayed:calc-group")
+            return await redis.xlen(worker.dead_letter_stream_name) == 1 and delayed == 1
+
+        await wait_for(written)
+
         result = await cli("status", "--json")
         assert result.exit_code == 0, result.output
         by_name = {s["name"]: s for s in json.loads(result.stdout)}
