@@ -40,3 +40,54 @@ def test_the_two_commands_exist() -> None:
         assert f"bash {script}" in README
         assert (ROOT / script).exists()
     assert "bash scripts/test" in (ROOT / ".ci/run").read_text()
+
+
+def test_the_routing_examples_go_where_the_readme_says() -> None:
+    from common import DomainAction, QueueManager
+
+    qm = QueueManager("app", "dev")
+    routing = README.split("**Routing.**", 1)[1].split("\n\n", 1)[0]
+    for action in (
+        DomainAction(action_type="user.create"),
+        DomainAction(action_type="user.create", target_service="accounts"),
+    ):
+        assert action.target_service is not None
+        assert f"`{qm.action_stream(action.target_service)}`" in routing
+
+
+async def test_the_fastapi_snippet_runs_its_pool_in_the_lifespan() -> None:
+    """The quickstart's worker and the FastAPI snippet, through httpx's ASGI transport on
+    memory://: the lifespan starts the pool, a route calls the workers, the lifespan stops."""
+    import httpx
+
+    quickstart = re.search(r"## Quickstart\n+```python\n(.*?)```", README, re.S)
+    snippet = re.search(r"In a FastAPI service.*?```python\n(.*?)```", README, re.S)
+    assert quickstart is not None and snippet is not None
+    namespace: dict[str, object] = {}
+    exec(quickstart.group(1).split("async def main")[0], namespace)
+    exec(snippet.group(1), namespace)
+    app, pool = namespace["app"], namespace["pool"]
+    from fastapi import FastAPI
+
+    from common import BaseRedisClient, DomainAction, WorkerPool
+
+    assert isinstance(app, FastAPI) and isinstance(pool, WorkerPool)
+
+    @app.get("/hello/{name}")
+    async def hello(name: str) -> dict[str, str]:
+        client = BaseRedisClient("api", pool.redis, pool.settings)
+        try:
+            reply = await client.send_action_pseudo_sync(
+                DomainAction(action_type="greeter.hello", data={"name": name}), timeout=5
+            )
+        finally:
+            await client.close()
+        return {"greeting": reply.data["greeting"]}
+
+    async with app.router.lifespan_context(app):
+        assert pool.running
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+            response = await http.get("/hello/Ada")
+    assert response.json() == {"greeting": "Hello, Ada!"}
+    assert not pool.running
