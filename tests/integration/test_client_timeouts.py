@@ -106,11 +106,15 @@ async def test_coalesced_sends_are_each_bounded_and_say_whether_they_went_out(
     assert all(isinstance(r, SendTimeoutError) for r in results), results
     errors = [r for r in results if isinstance(r, SendTimeoutError)]
     assert errors[0].outcome_unknown  # in flight: may have been appended
-    assert not any(e.outcome_unknown for e in errors[1:])  # never sent: safe to resend
-    assert "not sent" in str(errors[1])
+    # The others queued behind it. Usually none went out ("not sent": safe to resend); on a
+    # loaded machine the next pipeline may have left just before their deadline, and then
+    # they say so. What each says must be true: none that said "not sent" was appended.
+    unsent = {i for i, e in enumerate(errors) if not e.outcome_unknown}
+    assert all("not sent" in str(errors[i]) for i in unsent)
     await pauser.execute_command("CLIENT", "UNPAUSE")
     assert await client.send_action_async(_add(9))  # the client is not left stuck
-    assert await _appended(redis, client) in ([9], [0, 9])  # 1-4 never went out
+    appended = await _appended(redis, client)
+    assert 9 in appended and not unsent & set(appended)
     await client.close()
 
 
