@@ -24,6 +24,7 @@ from common.errors import ConfigurationError
 from services.demo.progress import follow
 from services.demo.report import render, summary
 from services.demo.scenario import DemoOptions, Scenario, unique_prefix
+from services.inventory.worker import AuditUnavailableError
 
 # Small retry delays and a short read block, so that the always-failing action reaches the
 # dead-letter stream in a fraction of a second. Everything else comes from the environment.
@@ -112,14 +113,22 @@ async def amain(args: argparse.Namespace) -> int:
     return 0 if render(result, out) else 1
 
 
+class _HideDeliberateFailures(logging.Filter):
+    """The demo makes ``inventory.audit`` fail on purpose (to show retries and dead letters):
+    its tracebacks are expected, and shown only with ``--verbose``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, AuditUnavailableError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     level = logging.WARNING if args.verbose else logging.ERROR
-    logging.basicConfig(
-        level=level,
-        format="%(message)s",
-        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
-    )
+    handler = RichHandler(console=Console(stderr=True), show_path=False)
+    if not args.verbose:
+        handler.addFilter(_HideDeliberateFailures())
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler])
     return asyncio.run(amain(args))
 
 
