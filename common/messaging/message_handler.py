@@ -18,9 +18,9 @@ function may also ask for the :class:`~common.messaging.context.ActionContext`, 
 Retries: a failure is retried until ``max_retries`` deliveries have failed, waiting
 ``retry_delay`` seconds before each retry. As seed 001 says, the delay does not grow ("always
 ``retry_delay`` seconds": ``RetryPolicy(backoff="fixed", initial_delay=retry_delay,
-max_delay=retry_delay)``, no jitter); ``retry_backoff="linear"`` (or ``"exponential"``) makes it
-grow from ``retry_delay``, and ``retry_policy`` sets the whole policy. Without these the
-settings' policy applies. After the last attempt the message goes to the group's dead-letter
+max_delay=retry_delay)``, no jitter); for a delay that grows, give a ``retry_policy`` (it sets
+the whole policy). Without these the settings' policy applies, with ``max_retries`` changed
+when it is given. After the last attempt the message goes to the group's dead-letter
 stream (and to ``dlq_topic`` as ``{original, error, worker, retries}`` when given).
 
 The group is ``group_id`` or ``<service>.<module>.<function>``. The function is returned
@@ -37,7 +37,7 @@ from pydantic import BaseModel
 from common.messaging.handler import Handler
 from common.messaging.registry import register
 from common.messaging.subscription import Subscription
-from common.messaging.worker import Backoff, check_topic, retry_overrides
+from common.messaging.worker import check_topic, retry_overrides
 from common.naming import is_group_id
 from common.workers.retry import RetryPolicy
 
@@ -46,21 +46,14 @@ __all__ = ["message_handler"]
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
-def _retry(
-    max_retries: int | None, retry_delay: float | None, retry_backoff: Backoff
-) -> dict[str, Any]:
+def _retry(max_retries: int | None, retry_delay: float | None) -> dict[str, Any]:
     """The overrides of the settings' retry policy (see the module docstring)."""
     overrides = retry_overrides(max_retries, None)
     if retry_delay is not None:
         if retry_delay < 0:
             raise ValueError("retry_delay must be >= 0")
-        if retry_backoff not in ("exponential", "linear", "fixed"):
-            raise ValueError(f"unknown retry_backoff {retry_backoff!r}")
-        overrides |= {"backoff": retry_backoff, "initial_delay": float(retry_delay), "jitter": 0.0}
-        if retry_backoff == "fixed":
-            overrides["max_delay"] = float(retry_delay)
-    elif retry_backoff != "fixed":
-        overrides["backoff"] = retry_backoff
+        delay = float(retry_delay)
+        overrides |= {"backoff": "fixed", "initial_delay": delay, "max_delay": delay, "jitter": 0.0}
     return overrides
 
 
@@ -70,7 +63,6 @@ def message_handler(
     max_retries: int | None = None,
     retry_delay: float | None = None,
     *,
-    retry_backoff: Backoff = "fixed",
     retry_policy: RetryPolicy | None = None,
     group_id: str | None = None,
     concurrency: int = 1,
@@ -94,7 +86,7 @@ def message_handler(
         raise ValueError(f"invalid group_id {group_id!r}")
     if concurrency < 1 or consumers < 1:
         raise ValueError("concurrency and consumers must be >= 1")
-    retry = _retry(max_retries, retry_delay, retry_backoff)
+    retry = _retry(max_retries, retry_delay)
 
     def decorate(func: F) -> F:
         name = f"{func.__module__}.{func.__qualname__}"

@@ -117,21 +117,25 @@ def test_retry_options() -> None:
     @message_handler(topic="a", max_retries=4)
     async def only_retries(message: dict[str, Any]) -> None: ...
 
-    @message_handler(topic="a", retry_delay=0.5, retry_backoff="linear")
-    async def linear(message: dict[str, Any]) -> None: ...
+    @message_handler(topic="a", retry_delay=90)
+    async def only_delay(message: dict[str, Any]) -> None: ...
+
+    own = RetryPolicy(max_retries=2, backoff="linear", initial_delay=0.5, max_delay=5.0)
+
+    @message_handler(topic="a", retry_policy=own)
+    async def with_policy(message: dict[str, Any]) -> None: ...
 
     default = RetryPolicy(max_retries=5, backoff="exponential", initial_delay=1.0, max_delay=60.0)
     for func, expected in (
-        (only_retries, (4, "exponential", [1.0, 2.0])),
-        (linear, (5, "linear", [0.5, 1.0])),
+        (only_retries, (4, [1.0, 2.0, 4.0])),
+        (only_delay, (5, [90.0, 90.0, 90.0])),  # above the default's max_delay: still 90
+        (with_policy, (2, [0.5, 1.0, 1.5])),
     ):
         handler = subscription_of(func).handler
         assert handler is not None
         policy = handler.policy_from(default)
         assert policy is not None
-        assert (policy.max_retries, policy.backoff, [policy.get_delay(n) for n in (1, 2)]) == (
-            expected
-        )
+        assert (policy.max_retries, [policy.get_delay(n) for n in (1, 2, 3)]) == expected
 
 
 def test_bad_options_fail_when_decorating() -> None:
