@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from fast_depends import Depends
 
+from common.messaging.consumer import consumer, on_event
 from common.messaging.context import ActionContext, MessageContext
+from common.messaging.endpoint import event
 from common.messaging.events import Event
 from common.messaging.handler import Handler
+from common.messaging.message_handler import message_handler
 from common.messaging.producer import Producer, get_producer, publish, publish_event
 from common.messaging.registry import discover_workers, registered
 from common.messaging.runner import MessagingPool, run_workers
@@ -32,8 +35,12 @@ __all__ = [
     "Subscription",
     "Worker",
     "configure_messaging",
+    "consumer",
     "discover_workers",
+    "event",
     "get_producer",
+    "message_handler",
+    "on_event",
     "publish",
     "publish_event",
     "registered",

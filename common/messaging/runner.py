@@ -125,12 +125,17 @@ async def run_workers(
     settings: CommonAppSettings | None = None,
     redis: aioredis.Redis | None = None,
 ) -> AsyncIterator[MessagingPool]:
-    """Run ``targets`` (none: everything registered) in this process; drain them on exit::
+    """Run ``targets`` (none: everything registered, except ``auto_start=False`` consumers)
+    in this process; drain them on exit::
 
     async with run_workers(process_event, settings=settings) as pool:
         ...
     """
-    subscriptions = [subscription_of(t) for t in targets] if targets else registered()
+    subscriptions = (
+        [subscription_of(t) for t in targets]
+        if targets
+        else [s for s in registered() if s.auto_start]
+    )
     if not subscriptions:
         raise ValueError("nothing to run: no declarative worker is registered")
     pool = MessagingPool(subscriptions, settings, redis)

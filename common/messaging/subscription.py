@@ -40,6 +40,7 @@ class Subscription:
     on_startup: Hook | None = None  # once per process, before its consumers start
     on_shutdown: Hook | None = None  # once per process, after they stopped
     module: str = ""  # where it was defined (discovery filters on it)
+    auto_start: bool = True  # False: run only when named (run_workers() without targets skips it)
 
     def route(self, name: str) -> Handler | None:
         """The handler for an event called ``name`` (None: nobody handles it)."""
