@@ -72,7 +72,7 @@ async def test_a_failing_worker_is_dead_lettered_after_its_retries_and_on_its_dl
     assert calls == [7, 7, 7]
     assert (dead.data, dead.reason, dead.attempts) == ({"id": 7}, "max_retries", 3)
     assert dead.error.error_type == "ConnectionError" and "gateway" in dead.error.message
-    assert failure["original"]["data"] == {"id": 7} and failure["retries"] == 3
+    assert failure["original"] == {"id": 7} and failure["retries"] == 3
     assert broker.handled(charge) == []
 
 
