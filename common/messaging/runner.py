@@ -45,6 +45,8 @@ def subscription_of(target: Any) -> Subscription:
 class MessagingPool(ConsumerPool[TopicSubscriber]):
     """The consumers of ``subscriptions`` in this process (see the module docstring)."""
 
+    subscriber_class: type[TopicSubscriber] = TopicSubscriber  # common.testing records with it
+
     def __init__(
         self,
         subscriptions: Iterable[Subscription],
@@ -69,7 +71,7 @@ class MessagingPool(ConsumerPool[TopicSubscriber]):
         self._groups = []
         for sub in self.subscriptions:
             group = [
-                TopicSubscriber(
+                self.subscriber_class(
                     redis, self.settings, sub, f"{sub.name}-{host}-{i}-{uuid.uuid4().hex[:8]}"
                 )
                 for i in range(sub.consumers)

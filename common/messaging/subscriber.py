@@ -106,13 +106,15 @@ class TopicSubscriber(StreamConsumer):
 
     def _failure_writes(self, delivery: Delivery, error: ErrorDetail) -> tuple[Write, ...]:
         """A handler with a ``dlq_topic`` publishes ``{original, error, worker, retries}``
+        (``original``: the failed payload; ``event``: its envelope without the data)
         there when it fails for good (the dead-letter stream keeps its record too)."""
         found = self._handler_of(delivery)
         if found is None or found[0].dlq_topic is None:
             return ()
         handler, event = found
         data = {
-            "original": event.model_dump(mode="json"),
+            "original": event.data,  # the payload, as seed 002 shows it
+            "event": event.model_dump(mode="json", exclude={"data"}),  # its envelope (ids)
             "error": error.model_dump(mode="json"),
             "worker": handler.name,
             "retries": delivery.attempt,

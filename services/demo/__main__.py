@@ -21,6 +21,7 @@ from common.clients.queue_manager import QueueManager
 from common.clients.redis_manager import RedisManager, redact_url
 from common.config import CommonAppSettings, load_settings
 from common.errors import ConfigurationError
+from services.demo.examples import ExampleResult, run_examples
 from services.demo.progress import follow
 from services.demo.report import render, summary
 from services.demo.scenario import DemoOptions, Scenario, unique_prefix
@@ -73,7 +74,20 @@ async def _delete_streams(settings: CommonAppSettings) -> None:
         for key in (queues.action_stream(service), queues.dead_letter_stream(service))
     ]
     async with RedisManager(settings) as manager:
-        await manager.get_client().delete(*keys)
+        redis = manager.get_client()
+        await redis.delete(*keys)
+        # The examples' topic streams (the prefix was generated for this run: all ours).
+        topics = [key async for key in redis.scan_iter(match=f"{settings.queue_prefix}:*")]
+        if topics:
+            await redis.delete(*topics)
+
+
+def _print_examples(examples: list[ExampleResult], console: Console) -> None:
+    for example in examples:
+        mark = "[green]ok[/]" if example.ok else "[bold red]FAIL[/]"
+        console.print(f"{mark} [bold]{example.name}[/]")
+        for line in example.lines:
+            console.print(f"    {line}", highlight=False)
 
 
 async def amain(args: argparse.Namespace) -> int:
@@ -98,19 +112,26 @@ async def amain(args: argparse.Namespace) -> int:
                 result = await scenario.run()
         else:
             result = await scenario.run()
+        examples = await run_examples(settings, timeout=options.timeout_s)
     except (RedisError, OSError) as exc:
         err.print(f"[bold red]cannot use Redis at {where}:[/] {exc}", highlight=False)
         return 1
+    examples_ok = all(e.ok for e in examples)
     if generated and not args.keep:
         with contextlib.suppress(Exception):
             await _delete_streams(settings)
     if args.json:
         data = summary(result)
+        data["examples"] = [{"name": e.name, "ok": e.ok, "lines": e.lines} for e in examples]
+        data["ok"] = data["ok"] and examples_ok
         sys.stdout.write(
             orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n"
         )
         return 0 if data["ok"] else 1
-    return 0 if render(result, out) else 1
+    ok = render(result, out)
+    out.print("Declarative examples (services.etl, services.fanout, services.saga):")
+    _print_examples(examples, out)
+    return 0 if ok and examples_ok else 1
 
 
 class _HideDeliberateFailures(logging.Filter):

@@ -144,7 +144,7 @@ async def test_failures_retry_then_go_to_the_dlq_topic_which_is_an_ordinary_topi
         await wait_for(lambda: len(failed) == 1)
     assert attempts == [1, 2, 3]
     [record] = failed
-    assert record["original"]["data"] == {"to": "a@example.com"}
+    assert record["original"] == {"to": "a@example.com"}
     assert record["error"]["error_type"] == "ConnectionError" and record["retries"] == 3
     assert record["worker"].endswith("send_email")
 

@@ -91,3 +91,47 @@ async def test_the_fastapi_snippet_runs_its_pool_in_the_lifespan() -> None:
             response = await http.get("/hello/Ada")
     assert response.json() == {"greeting": "Hello, Ada!"}
     assert not pool.running
+
+def _section(title: str) -> str:
+    return README.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def _snippets(section: str) -> list[tuple[str, str | None]]:
+    """Each ```python block of ``section``, with the ```text block right after it (what it
+    prints), if any."""
+    found = re.findall(r"```python\n(.*?)```(?:\n\n[^`]*?```text\n(.*?)```)?", section, re.S)
+    return [(code, printed or None) for code, printed in found]
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_every_declarative_example_runs(tmp_path: Path) -> None:
+    """Every example of "Declarative workers and events": scripts run and print what the
+    README says (in any line order); a block defining tests runs under pytest."""
+    snippets = _snippets(_section("Declarative workers and events"))
+    assert len(snippets) >= 2
+    for n, (code, printed) in enumerate(snippets):
+        if "def test_" in code:
+            path = tmp_path / f"test_readme_snippet_{n}.py"
+            path.write_text(code)
+            result = _run(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                 "-o", "asyncio_mode=auto", str(path)],
+                tmp_path,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert re.search(r"\b[1-9]\d* passed\b", result.stdout), result.stdout
+        else:
+            result = _run([sys.executable, "-c", code], ROOT)
+            assert result.returncode == 0, result.stderr
+            if printed is not None:
+                assert sorted(result.stdout.split("\n")) == sorted(printed.split("\n"))

@@ -1,4 +1,4 @@
-"""Helpers for test suites (ours and users'): a private ``redis-server`` and unique settings.
+"""A private ``redis-server`` for test suites (ours and users'), and unique settings.
 
 ``RedisServer`` starts a real ``redis-server`` on an ephemeral loopback port in a temporary
 directory, and can kill (SIGKILL), stop and restart it on the same port, with or without AOF,
