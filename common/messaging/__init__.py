@@ -12,6 +12,7 @@ from fast_depends import Depends
 from common.messaging.context import ActionContext, MessageContext
 from common.messaging.events import Event
 from common.messaging.handler import Handler
+from common.messaging.injection import Scope, bind, injectable, provide, singleton
 from common.messaging.producer import Producer, get_producer, publish, publish_event
 from common.messaging.registry import discover_workers, registered
 from common.messaging.runner import MessagingPool, run_workers
@@ -29,14 +30,19 @@ __all__ = [
     "MessagingPool",
     "Producer",
     "RetryPolicy",
+    "Scope",
     "Subscription",
     "Worker",
+    "bind",
     "configure_messaging",
     "discover_workers",
     "get_producer",
+    "injectable",
+    "provide",
     "publish",
     "publish_event",
     "registered",
     "run_workers",
+    "singleton",
     "worker",
 ]
