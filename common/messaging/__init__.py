@@ -13,6 +13,7 @@ from common.messaging.context import ActionContext, MessageContext
 from common.messaging.events import Event
 from common.messaging.handler import Handler
 from common.messaging.injection import Scope, bind, injectable, provide, singleton
+from common.messaging.listeners import JobListener, Message, job_listener
 from common.messaging.producer import Producer, get_producer, publish, publish_event
 from common.messaging.registry import discover_workers, registered
 from common.messaging.runner import MessagingPool, run_workers
@@ -26,6 +27,8 @@ __all__ = [
     "Depends",
     "Event",
     "Handler",
+    "JobListener",
+    "Message",
     "MessageContext",
     "MessagingPool",
     "Producer",
@@ -38,6 +41,7 @@ __all__ = [
     "discover_workers",
     "get_producer",
     "injectable",
+    "job_listener",
     "provide",
     "publish",
     "publish_event",
