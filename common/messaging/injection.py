@@ -310,8 +310,16 @@ def _hints(func: Callable[..., Any]) -> dict[str, Any]:
         )
     try:
         return get_type_hints(target)
-    except Exception:  # a forward reference to a local class: keep the strings
-        return {}
+    except Exception:  # a forward reference to a local class: resolve what can be
+        pass
+    hints: dict[str, Any] = {}
+    namespace = getattr(target, "__globals__", {})
+    for name, annotation in getattr(target, "__annotations__", {}).items():
+        if isinstance(annotation, str):
+            with contextlib.suppress(Exception):
+                annotation = eval(annotation, namespace)  # as get_type_hints does
+        hints[name] = annotation
+    return hints
 
 
 def _params(func: Callable[..., Any]) -> list[_Param]:
