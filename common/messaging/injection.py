@@ -101,6 +101,7 @@ class Provider:
     factory: Callable[..., Any]
     scope: Scope
     params: tuple[_Param, ...] = field(init=False)
+    _kind: str = field(init=False)  # "agen", "gen" or "call"
     _value: Any = field(init=False, default=None)
     _made: bool = field(init=False, default=False)
     _lock: asyncio.Lock | None = field(init=False, default=None)
@@ -108,6 +109,13 @@ class Provider:
 
     def __post_init__(self) -> None:
         self.params = tuple(_params(self.factory))
+        self._kind = (
+            "agen"
+            if inspect.isasyncgenfunction(self.factory)
+            else "gen"
+            if inspect.isgeneratorfunction(self.factory)
+            else "call"
+        )
         if self.scope is Scope.SINGLETON and _is_generator(self.factory):
             raise ConfigurationError(
                 f"{self.key!r}: a singleton cannot be a generator (no message ends it); "
@@ -158,10 +166,10 @@ class Provider:
                 )
             kwargs[param.name] = await found.get(scope, chain)
         factory = self.factory
-        if inspect.isasyncgenfunction(factory):
+        if self._kind == "agen":
             cm = contextlib.asynccontextmanager(factory)(**kwargs)
             return await scope.stack().enter_async_context(cm)
-        if inspect.isgeneratorfunction(factory):
+        if self._kind == "gen":
             return scope.stack().enter_context(contextlib.contextmanager(factory)(**kwargs))
         value = factory(**kwargs)
         if inspect.isawaitable(value):
@@ -277,7 +285,7 @@ def provider_for(name: str, annotation: Any = _EMPTY) -> Provider | None:
         found = _by_type.get(annotation)
         if found is not None:
             return found
-        subclasses = [p for t, p in _by_type.items() if issubclass(t, annotation)]
+        subclasses = [p for t, p in _by_type.items() if _is_subclass(t, annotation)]
         if len(subclasses) > 1:
             keys = ", ".join(repr(p.key) for p in subclasses)
             raise ConfigurationError(f"{name}: {annotation!r} is provided by several: {keys}")
@@ -297,6 +305,13 @@ def reset_providers() -> None:
     _version += 1
 
 
+def _is_subclass(cls: type, of: type) -> bool:
+    try:
+        return issubclass(cls, of)
+    except TypeError:  # e.g. a protocol that is not runtime-checkable
+        return False
+
+
 def _is_generator(func: Callable[..., Any]) -> bool:
     return inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func)
 
@@ -304,10 +319,7 @@ def _is_generator(func: Callable[..., Any]) -> bool:
 def _hints(func: Callable[..., Any]) -> dict[str, Any]:
     target: Any = getattr(func, "__func__", func)
     if isinstance(target, type):
-        target = vars(target).get("__init__") or next(
-            (vars(base)["__init__"] for base in target.__mro__ if "__init__" in vars(base)),
-            None,
-        )
+        target = next(vars(base)["__init__"] for base in target.__mro__ if "__init__" in vars(base))
     try:
         return get_type_hints(target)
     except Exception:  # a forward reference to a local class: resolve what can be
