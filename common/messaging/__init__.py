@@ -14,6 +14,8 @@ from common.messaging.context import ActionContext, MessageContext
 from common.messaging.endpoint import event
 from common.messaging.events import Event
 from common.messaging.handler import Handler
+from common.messaging.injection import Scope, bind, injectable, provide, singleton
+from common.messaging.listeners import JobListener, Message, job_listener
 from common.messaging.message_handler import message_handler
 from common.messaging.producer import Producer, get_producer, publish, publish_event
 from common.messaging.registry import discover_workers, registered
@@ -28,22 +30,30 @@ __all__ = [
     "Depends",
     "Event",
     "Handler",
+    "JobListener",
+    "Message",
     "MessageContext",
     "MessagingPool",
     "Producer",
     "RetryPolicy",
+    "Scope",
     "Subscription",
     "Worker",
+    "bind",
     "configure_messaging",
     "consumer",
     "discover_workers",
     "event",
     "get_producer",
+    "injectable",
+    "job_listener",
     "message_handler",
     "on_event",
+    "provide",
     "publish",
     "publish_event",
     "registered",
     "run_workers",
+    "singleton",
     "worker",
 ]

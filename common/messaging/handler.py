@@ -95,6 +95,7 @@ class Handler:
     # Overrides of the settings' policy (e.g. {"max_retries": 3}) when no policy is given.
     retry: Mapping[str, Any] = field(default_factory=dict)
     pass_event: bool = False  # the first parameter gets the Event, not its data
+    retry_on_error: bool = True  # False: a failure is dead-lettered at once (seed 000)
     on_success: Hook | None = None
     on_error: Hook | None = None
     call: Call = field(init=False, repr=False)
@@ -142,6 +143,9 @@ class Handler:
             await self._on_error(payload, exc)
             return DeadLetter(DeadLetterReason.NON_RETRYABLE, ErrorDetail.from_exception(exc))
         except Exception as exc:
+            if not self.retry_on_error:
+                await self._on_error(payload, exc)
+                return DeadLetter(DeadLetterReason.NON_RETRYABLE, ErrorDetail.from_exception(exc))
             if not policy.should_retry(context.delivery_count):
                 await self._on_error(payload, exc)
             return Fail(ErrorDetail.from_exception(exc), None, exc)
