@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from pydantic import TypeAdapter
 from redis.exceptions import ResponseError
 
+from common.clients.consumer_check import CONSUMER_CHECK_TIMEOUT_S, ConsumerCheck
 from common.clients.deadlines import Deadlines, TaskBound
 from common.clients.queue_manager import QueueManager
 from common.clients.reply_listener import ReplyListener
@@ -28,11 +29,10 @@ from common.errors import (
 from common.models.actions import ActionType, DomainAction, DomainActionResponse
 from common.models.codec import ACTION_FIELD, encode_action
 
-__all__ = ["CONSUMER_CHECK_TIMEOUT_S", "BaseRedisClient"]
+__all__ = ["CONSUMER_CHECK_TIMEOUT_S", "BaseRedisClient"]  # the timeout: re-exported
 
 logger = logging.getLogger("common.clients")
 
-CONSUMER_CHECK_TIMEOUT_S = 1.0
 """Bound of the one look (``XINFO GROUPS``) at whether anybody consumes a target stream."""
 
 
@@ -112,9 +112,7 @@ class BaseRedisClient:
         self._queued: list[_Queued] = []
         self._flusher: asyncio.Task[None] | None = None
         self._idle_waiters: list[asyncio.Future[None]] = []  # close() waiting for the sends
-        # Streams whose consumers were looked at (once each), and the looks under way.
-        self._looked_at: set[str] = set()
-        self._looks: set[asyncio.Task[None]] = set()
+        self._consumers = ConsumerCheck(redis)  # does anybody consume where we send?
 
     @property
     def late_replies(self) -> int:
@@ -167,50 +165,8 @@ class BaseRedisClient:
         deadline = asyncio.get_running_loop().time() + self._send_timeout
         stream = self.stream_for(action)
         entry_id = await self._xadd(stream, fields, deadline, self._send_timeout)
-        if stream not in self._looked_at:
-            self._look_at(stream)
+        self._consumers.sent_to(stream)
         return entry_id
-
-    def _look_at(self, stream: str) -> None:
-        """Check in the background, once per stream, that something consumes ``stream``."""
-        self._looked_at.add(stream)
-        task = asyncio.get_running_loop().create_task(
-            self._warn_if_unconsumed(stream), name=f"consumer-check:{stream}"
-        )
-        self._looks.add(task)
-        task.add_done_callback(self._looks.discard)
-
-    async def _warn_if_unconsumed(self, stream: str) -> None:
-        found = await self._nobody_consumes(stream)
-        # Only a stream without any group: one whose group has no consumer right now may have
-        # a service restarting, and what is sent there waits for it as it should.
-        if found is not None and not found[0]:
-            logger.warning(
-                "nobody consumes %s: %s; what is sent there waits for a service that is not"
-                " running, or is misaddressed (check target_service / action_type)",
-                stream,
-                found[1],
-            )
-
-    async def _nobody_consumes(self, stream: str) -> tuple[bool, str] | None:
-        """``(has_group, why)`` if nobody consumes ``stream`` (no consumer group, or groups
-        without consumers); None if something does, or if that was not found out in time."""
-        try:
-            async with asyncio.timeout(CONSUMER_CHECK_TIMEOUT_S):
-                groups = await self.redis.xinfo_groups(stream)
-        except ResponseError as exc:
-            if "no such key" in str(exc).lower():
-                return False, "the stream does not exist, so it has no consumer group"
-            return None
-        except Exception as exc:  # a look only: never an error of its own
-            logger.debug("could not look at the consumers of %s: %s", stream, exc)
-            return None
-        if not groups:
-            return False, "it has no consumer group"
-        if all(int(group["consumers"]) == 0 for group in groups):
-            names = ", ".join(_entry_id(group["name"]) for group in groups)
-            return True, f"no consumer in its consumer group(s) {names}"
-        return None
 
     async def _xadd(
         self, stream: str, fields: dict[str, bytes], deadline: float, timeout: float
@@ -346,8 +302,8 @@ class BaseRedisClient:
             raise
         finally:
             self._deadlines.untrack(bound)
-        for stream in streams - self._looked_at:
-            self._look_at(stream)
+        for stream in streams:
+            self._consumers.sent_to(stream)
         errors = [r for r in results if isinstance(r, Exception)]
         if errors:
             ids = [None if isinstance(r, Exception) else _entry_id(r) for r in results]
@@ -407,7 +363,7 @@ class BaseRedisClient:
                 self._deadlines.untrack(bound)
             # Timed out: one look at the target says whether anybody could have answered.
             stream = self.stream_for(action)
-            found = await self._nobody_consumes(stream)
+            found = await self._consumers.nobody_consumes(stream)
             if found is not None:
                 raise NoConsumerError(action.action_id, timeout, stream, found[1])
             raise ActionTimeoutError(action.action_id, timeout)
@@ -420,10 +376,7 @@ class BaseRedisClient:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._idle_waiters.append(waiter)
             await waiter
-        for look in list(self._looks):
-            look.cancel()
-        if self._looks:
-            await asyncio.wait(self._looks)
+        await self._consumers.close()
         await self._replies.close()
         with contextlib.suppress(Exception):  # best effort, and bounded: its key expires anyway
             async with asyncio.timeout(self._send_timeout):

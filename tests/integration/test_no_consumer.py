@@ -92,7 +92,7 @@ async def test_fire_and_forget_warns_once_per_unconsumed_stream_with_one_look(
             nobody = client.queues.action_stream("nobody")
             other = client.queues.action_stream("other")
             await wait_for(lambda: len(_warnings(caplog)) == 2)
-            await wait_for(lambda: not client._looks)  # every look has ended
+            await wait_for(lambda: not client._consumers.looks)  # every look has ended
             for _ in range(5):
                 await client.send_action_async(DomainAction(action_type="nobody.ping"))
         finally:
