@@ -34,11 +34,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from common.messaging.handler import Handler
-from common.messaging.registry import register
-from common.messaging.subscription import Subscription
-from common.messaging.worker import check_topic, retry_overrides
-from common.naming import is_group_id
+from common.messaging.worker import check_group, check_topic, register_function, retry_overrides
 from common.workers.retry import RetryPolicy
 
 __all__ = ["message_handler"]
@@ -82,34 +78,23 @@ def message_handler(
         check_topic(dlq_topic)
     if schema is not None and not (isinstance(schema, type) and issubclass(schema, BaseModel)):
         raise TypeError(f"schema must be a pydantic model class, not {schema!r}")
-    if group_id is not None and not is_group_id(group_id):
-        raise ValueError(f"invalid group_id {group_id!r}")
-    if concurrency < 1 or consumers < 1:
-        raise ValueError("concurrency and consumers must be >= 1")
-    retry = _retry(max_retries, retry_delay)
+    check_group(group_id, concurrency, consumers)
+    handler = {
+        "input_schema": schema,
+        "dlq_topic": dlq_topic,
+        "policy": retry_policy,
+        "retry": _retry(max_retries, retry_delay),
+    }
 
     def decorate(func: F) -> F:
-        name = f"{func.__module__}.{func.__qualname__}"
-        handler = Handler(
+        return register_function(
             func,
-            name,
-            input_schema=schema,
-            dlq_topic=dlq_topic,
-            policy=retry_policy,
-            retry=retry,
-        )
-        subscription = Subscription(
-            name=name,
+            kind="message_handler",
             topics=topics,
             handler=handler,
             group_id=group_id,
             concurrency=concurrency,
             consumers=consumers,
-            kind="message_handler",
-            module=func.__module__,
         )
-        register(subscription)
-        func.__subscription__ = subscription  # type: ignore[attr-defined]
-        return func
 
     return decorate

@@ -61,11 +61,31 @@ def retry_overrides(max_retries: int | None, retry_backoff: Backoff | None) -> d
     return overrides
 
 
-def _check_common(group_id: str | None, concurrency: int) -> None:
+def check_group(group_id: str | None, concurrency: int, consumers: int = 1) -> None:
     if group_id is not None and not is_group_id(group_id):
         raise ValueError(f"invalid group_id {group_id!r}")
-    if concurrency < 1:
-        raise ValueError("concurrency must be >= 1")
+    if concurrency < 1 or consumers < 1:
+        raise ValueError("concurrency and consumers must be >= 1")
+
+
+def register_function(
+    func: F, *, kind: str, topics: tuple[str, ...], handler: dict[str, Any], **subscription: Any
+) -> F:
+    """Register ``func`` as the one handler of ``topics`` (what ``@worker`` and
+    ``@message_handler`` do); returns it unchanged but for its ``__subscription__``."""
+    name = f"{func.__module__}.{func.__qualname__}"
+    registered = register(
+        Subscription(
+            name=name,
+            topics=topics,
+            handler=Handler(func, name, **handler),
+            kind=kind,
+            module=func.__module__,
+            **subscription,
+        )
+    )
+    func.__subscription__ = registered  # type: ignore[attr-defined]
+    return func
 
 
 def worker(
@@ -96,34 +116,26 @@ def worker(
     for other in (output_topic, dlq_topic):
         if other is not None:
             check_topic(other)
-    _check_common(group_id, concurrency)
-    retry = retry_overrides(max_retries, retry_backoff)
+    check_group(group_id, concurrency, consumers)
+    handler = {
+        "input_schema": input_schema,
+        "output_schema": output_schema,
+        "output_topic": output_topic,
+        "dlq_topic": dlq_topic,
+        "policy": retry_policy,
+        "retry": retry_overrides(max_retries, retry_backoff),
+    }
 
     def decorate(func: F) -> F:
-        name = f"{func.__module__}.{func.__qualname__}"
-        handler = Handler(
+        return register_function(
             func,
-            name,
-            input_schema=input_schema,
-            output_schema=output_schema,
-            output_topic=output_topic,
-            dlq_topic=dlq_topic,
-            policy=retry_policy,
-            retry=retry,
-        )
-        subscription = Subscription(
-            name=name,
+            kind="worker",
             topics=(topic,),
             handler=handler,
             group_id=group_id,
             concurrency=concurrency,
             consumers=consumers,
-            kind="worker",
-            module=func.__module__,
         )
-        register(subscription)
-        func.__subscription__ = subscription  # type: ignore[attr-defined]
-        return func
 
     return decorate
 
@@ -173,7 +185,7 @@ class Worker:
         for other in (cls.output_topic, cls.dlq_topic):
             if other is not None:
                 check_topic(other)
-        _check_common(cls.group_id, cls.concurrency)
+        check_group(cls.group_id, cls.concurrency, cls.consumers)
         instance = cls()
         name = f"{cls.__module__}.{cls.__qualname__}"
         handler = Handler(
