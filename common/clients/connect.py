@@ -60,6 +60,7 @@ async def connect_redis(
     url = redact_url(settings.redis_url)
     delay = FIRST_RETRY_DELAY_S
     attempts = 0
+    cause: BaseException | None = None
     while True:
         attempts += 1
         manager = RedisManager(settings)
@@ -69,9 +70,12 @@ async def connect_redis(
                 return await manager.initialize()
         except _FAILURES as exc:
             await manager.close()
-            cause: BaseException = exc
             if isinstance(exc, TimeoutError) and not str(exc):
-                cause = TimeoutError("no answer before the connect timeout")
+                # The bound cut this attempt short: what failed before says more, if anything.
+                if cause is None or deadline is None or loop.time() < deadline:
+                    cause = TimeoutError("no answer before the connect timeout")
+            else:
+                cause = exc
             if isinstance(exc, _NOT_RETRIED):
                 raise RedisUnavailableError(url, cause, attempts, loop.time() - started) from None
         except BaseException:
@@ -80,6 +84,7 @@ async def connect_redis(
         if deadline is not None and loop.time() + delay > deadline:
             delay = deadline - loop.time()
             if delay <= 0:
+                assert cause is not None
                 raise RedisUnavailableError(url, cause, attempts, loop.time() - started)
         logger.warning(
             "Redis unavailable at %s (attempt %d: %s); retrying in %.3gs%s",
