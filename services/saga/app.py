@@ -1,4 +1,4 @@
-"""The saga's front door: ``POST /checkout`` publishes ``orders.created`` and answers 202.
+"""The saga's front door: ``POST /checkout`` answers 202, then publishes ``orders.created``.
 
 The event is published on the process's producer (``configure_messaging(...)``, or the
 ``MessagingTestClient`` in tests); the workers in :mod:`services.saga.workers` take it from
@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
-from common.messaging import publish_event
+from common.messaging import event
 
 __all__ = ["Checkout", "create_app"]
 
@@ -27,23 +27,11 @@ class Checkout(BaseModel):
 def create_app() -> FastAPI:
     app = FastAPI(title="saga")
 
-    # ------------------------------------------------------------------------------------
-    # PLACEHOLDER for the `@event` decorator (branch h/events, not on main yet). Once it is
-    # merged, this endpoint becomes:
-    #
-    #     @app.post("/checkout", status_code=202)
-    #     @event("orders.created", key_field="order_id")
-    #     async def checkout(body: Checkout) -> dict[str, Any]:
-    #         return {"order_id": uuid.uuid4().hex, **body.model_dump()}
-    #
-    # (published after the response is sent; nothing on an exception), and its test in
-    # tests/integration/test_declarative_services.py asserts it through MessagingTestClient.
-    # Until then it publishes explicitly, before answering:
-    # ------------------------------------------------------------------------------------
     @app.post("/checkout", status_code=202)
+    @event("orders.created", key_field="order_id")
     async def checkout(body: Checkout) -> dict[str, Any]:
-        order = {"order_id": uuid.uuid4().hex, **body.model_dump()}
-        await publish_event("orders.created", order, key=order["order_id"])
-        return order
+        """Answers 202 with the new order; ``orders.created`` is published after the response
+        is sent (nothing is published if this raises, or if the body is invalid)."""
+        return {"order_id": uuid.uuid4().hex, **body.model_dump()}
 
     return app

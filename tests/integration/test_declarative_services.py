@@ -89,8 +89,8 @@ async def test_saga_confirms_a_paid_order_and_compensates_a_declined_one(
 
 
 async def test_saga_checkout_endpoint_publishes_orders_created() -> None:
-    # When @event (branch h/events) is merged, the endpoint publishes after the response:
-    # this test then stays as it is (it waits for the handled order, not for the response).
+    # The endpoint publishes with @event, after the response: the test waits for the handled
+    # order, not for the response; the invalid body (422) publishes nothing.
     app = saga.create_app()
     steps = (saga.reserve_inventory, saga.process_payment, saga.confirm_order)
     async with MessagingTestClient(*steps, saga.compensate_inventory) as broker:
