@@ -103,6 +103,7 @@ class RedisManager:
     def __init__(self, settings: CommonAppSettings | None = None, **overrides: Any) -> None:
         self.settings = settings or CommonAppSettings(**overrides)
         self._client: aioredis.Redis | None = None
+        self._sentinels: list[aioredis.Redis] = []  # Sentinel's own clients, closed with ours
 
     @property
     def url(self) -> str:
@@ -117,6 +118,9 @@ class RedisManager:
             await client.ping()
         except Exception:
             await client.aclose()
+            for sentinel in self._sentinels:
+                await sentinel.aclose()
+            self._sentinels = []
             raise
         self._client = client
         logger.info("redis connected: %s", redact_url(self.url))
@@ -131,6 +135,9 @@ class RedisManager:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+        sentinels, self._sentinels = self._sentinels, []
+        for sentinel in sentinels:
+            await sentinel.aclose()
 
     async def __aenter__(self) -> RedisManager:
         return await self.initialize()
@@ -224,6 +231,7 @@ class RedisManager:
             kwargs["username"] = unquote(parts.username) if parts.username else None
             kwargs["password"] = unquote(parts.password) if parts.password else None
         sentinel = Sentinel(hosts, **kwargs)  # type: ignore[no-untyped-call]
+        self._sentinels = list(sentinel.sentinels)
         # The same pool as for redis://: at most redis_max_connections to the master, callers
         # past it wait for a free one.
         client: aioredis.Redis = sentinel.master_for(
