@@ -30,6 +30,7 @@ _URL_SCHEMES = (
     "unix://",
     "memory://",
     "redis+cluster://",
+    "rediss+cluster://",
     "redis+sentinel://",
 )
 # Query options of a redis://, rediss:// or unix:// URL that redis-py takes from a string.
@@ -77,7 +78,8 @@ class CommonAppSettings(BaseSettings):
     environment: str = Field("dev", description="Deployment environment; part of every key.")
     redis_url: str = Field(
         "memory://",
-        description="redis://, rediss://, unix://, memory:// (embedded), redis+sentinel://. "
+        description="redis://, rediss://, unix://, memory:// (embedded), redis+sentinel://, "
+        "redis+cluster:// or rediss+cluster:// (TLS). "
         "Read it as settings.redis_url; reprs and JSON dumps show it with the password as ***.",
     )
     redis_socket_keepalive: bool = Field(True, description="TCP keepalive on Redis sockets.")
@@ -231,6 +233,14 @@ def _check_redis_url(url: str) -> None:
     if scheme == "redis+sentinel":
         _check_sentinel_hosts(parts.netloc.rpartition("@")[2])
         return
+    if scheme.endswith("+cluster"):
+        _check_cluster_nodes(parts.netloc.rpartition("@")[2])
+        if parts.path not in ("", "/", "/0"):
+            raise ValueError("a cluster has only database 0: write redis+cluster://h1:p1,h2:p2")
+        if dict(parse_qsl(parts.query)).get("db", "0") != "0":
+            raise ValueError("a cluster has only database 0: remove the db option")
+        _check_query(parts.query, tls=scheme == "rediss+cluster")
+        return
     if scheme == "unix":
         if parts.hostname:
             raise ValueError("unix:// takes no host: write unix:///path/to/redis.sock")
@@ -243,8 +253,7 @@ def _check_redis_url(url: str) -> None:
         database = parts.path[1:]
         if database and not database.isdigit():
             raise ValueError(f"the database after the host must be a number, {_EXAMPLE}")
-    if scheme != "redis+cluster":
-        _check_query(parts.query, tls=scheme == "rediss")
+    _check_query(parts.query, tls=scheme == "rediss")
 
 
 def _check_port(hostport: str, parts: Any) -> None:
@@ -263,6 +272,19 @@ def _check_sentinel_hosts(hosts: str) -> None:
             raise ValueError("each Sentinel needs a host, as in redis+sentinel://h1:26379,h2/name")
         if colon and not (port.isdigit() and 0 < int(port) < 65536):
             raise ValueError("each Sentinel's port must be a number from 1 to 65535")
+
+
+def _check_cluster_nodes(nodes: str) -> None:
+    for hostport in nodes.split(","):
+        host, colon, port = hostport.rpartition(":")
+        if not colon or "]" in port:  # no port (the default 6379), or a bare [IPv6] address
+            host, colon, port = hostport, "", ""
+        if not host.strip("[]"):
+            raise ValueError(
+                "each cluster node needs a host, as in redis+cluster://h1:7000,h2:7001"
+            )
+        if colon and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError("each cluster node's port must be a number from 1 to 65535")
 
 
 def _check_query(query: str, *, tls: bool) -> None:

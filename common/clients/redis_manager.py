@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 from types import TracebackType
-from typing import Any
-from urllib.parse import unquote, urlsplit
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -18,7 +19,15 @@ from common.clients.pool import LeanConnectionPool
 from common.config import CommonAppSettings
 from common.errors import ConfigurationError, WorkerStateError
 
-__all__ = ["CONNECTION_ERRORS", "RedisManager", "is_embedded", "is_memory_url", "redact_url"]
+__all__ = [
+    "CONNECTION_ERRORS",
+    "RedisManager",
+    "is_cluster",
+    "is_cluster_url",
+    "is_embedded",
+    "is_memory_url",
+    "redact_url",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +52,16 @@ def is_embedded(redis: Any) -> bool:
 
 def is_memory_url(url: str) -> bool:
     return url.startswith("memory://")
+
+
+def is_cluster(redis: Any) -> bool:
+    """True for a Redis Cluster client (``redis+cluster://``): the keys of one command, one
+    MULTI/EXEC or one script must share a hash slot there."""
+    return isinstance(redis, RedisCluster)
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.startswith(("redis+cluster://", "rediss+cluster://"))
 
 
 def _memory_server(name: str) -> Any:
@@ -73,12 +92,18 @@ class RedisManager:
     database number; so may ``unix://[user:password@]/path/to/redis.sock[?db=N]`` (a Unix
     socket: no TCP keepalive there); ``memory://[name]`` selects an embedded in-process server
     (fakeredis) shared by every client in the process; ``redis+sentinel://h1:p1,h2:p2/master``
-    asks Sentinel for the master, whose pool is bounded by ``redis_max_connections``.
+    asks Sentinel for the master, whose pool is bounded by ``redis_max_connections``;
+    ``redis+cluster://[user:password@]h1:p1,h2:p2[/?options]`` (``rediss+cluster://``: TLS)
+    connects to a Redis Cluster through any of the listed nodes (redis-py's ``RedisCluster``,
+    typed as a ``Redis`` here: the commands this toolkit uses are the same). On a cluster,
+    ``redis_max_connections`` bounds the connections to each node; a command past the bound
+    fails with a (transient) ``MaxConnectionsError`` instead of waiting.
     """
 
     def __init__(self, settings: CommonAppSettings | None = None, **overrides: Any) -> None:
         self.settings = settings or CommonAppSettings(**overrides)
         self._client: aioredis.Redis | None = None
+        self._sentinels: list[aioredis.Redis] = []  # Sentinel's own clients, closed with ours
 
     @property
     def url(self) -> str:
@@ -93,6 +118,9 @@ class RedisManager:
             await client.ping()
         except Exception:
             await client.aclose()
+            for sentinel in self._sentinels:
+                await sentinel.aclose()
+            self._sentinels = []
             raise
         self._client = client
         logger.info("redis connected: %s", redact_url(self.url))
@@ -107,6 +135,9 @@ class RedisManager:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+        sentinels, self._sentinels = self._sentinels, []
+        for sentinel in sentinels:
+            await sentinel.aclose()
 
     async def __aenter__(self) -> RedisManager:
         return await self.initialize()
@@ -145,10 +176,8 @@ class RedisManager:
                 connection_pool_class=BlockingConnectionPool,
                 max_connections=self.settings.redis_max_connections,
             )
-        if url.startswith("redis+cluster://"):
-            raise ConfigurationError(
-                "redis+cluster:// is not supported yet by this release; use redis:// or rediss://"
-            )
+        if is_cluster_url(url):
+            return self._cluster(url)
         if url.startswith("redis+sentinel://"):
             return self._sentinel_master(url)
         try:
@@ -159,6 +188,33 @@ class RedisManager:
             return aioredis.Redis.from_pool(pool)
         except ValueError as exc:
             raise ConfigurationError(f"redis_url: {exc}") from exc
+
+    def _cluster(self, url: str) -> aioredis.Redis:
+        parts = urlsplit(url)
+        userinfo, _, nodes = parts.netloc.rpartition("@")
+        scheme = "rediss" if parts.scheme == "rediss+cluster" else "redis"
+        addresses = []
+        for hostport in nodes.split(","):
+            host, colon, port = hostport.rpartition(":")
+            if not colon or "]" in port:
+                host, port = hostport, ""
+            addresses.append((host.strip("[]"), int(port or 6379)))
+        # The first node, credentials and options as a redis[s]:// URL that redis-py parses
+        # the same way as for a standalone server; the other nodes as more startup nodes.
+        first_host, first_port = addresses[0]
+        netloc = f"{userinfo}@" if userinfo else ""
+        netloc += f"[{first_host}]" if ":" in first_host else first_host
+        first = urlunsplit((scheme, f"{netloc}:{first_port}", "", parts.query, ""))
+        kwargs = self._common_kwargs()
+        try:
+            cluster = RedisCluster.from_url(
+                first,
+                startup_nodes=[ClusterNode(host, port) for host, port in addresses[1:]],
+                **kwargs,
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"redis_url: {exc}") from exc
+        return cast(aioredis.Redis, cluster)
 
     def _sentinel_master(self, url: str) -> aioredis.Redis:
         parts = urlsplit(url)
@@ -175,6 +231,7 @@ class RedisManager:
             kwargs["username"] = unquote(parts.username) if parts.username else None
             kwargs["password"] = unquote(parts.password) if parts.password else None
         sentinel = Sentinel(hosts, **kwargs)  # type: ignore[no-untyped-call]
+        self._sentinels = list(sentinel.sentinels)
         # The same pool as for redis://: at most redis_max_connections to the master, callers
         # past it wait for a free one.
         client: aioredis.Redis = sentinel.master_for(

@@ -22,7 +22,7 @@ from typing import Any
 
 from common.config import CommonAppSettings
 
-__all__ = ["RedisServer", "free_port", "unique_settings"]
+__all__ = ["RedisCluster", "RedisSentinel", "RedisServer", "free_port", "unique_settings"]
 
 
 def free_port() -> int:
@@ -163,3 +163,257 @@ class RedisServer:
         proc = getattr(self, "process", None)
         if proc is not None and proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
+
+
+def _redis_cli(*args: str, timeout: float = 10.0) -> str:
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        raise RuntimeError("redis-cli is not installed (apt-get install redis-tools)")
+    done = subprocess.run(
+        [cli, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"redis-cli {' '.join(args)} failed: {done.stderr or done.stdout}")
+    return done.stdout
+
+
+def _wait_until(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} not reached in {timeout}s")
+
+
+def _cluster_port() -> int:
+    """A free port P <= 55535 whose cluster bus port P + 10000 is free too."""
+    for _ in range(1000):
+        port = free_port()
+        if port > 55535:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+class RedisCluster:
+    """A private Redis Cluster of ``masters`` masters (no replicas) on ephemeral loopback ports.
+
+    Each node is a :class:`RedisServer` started with ``--cluster-enabled yes``; :meth:`start`
+    joins them with ``redis-cli --cluster create`` and waits until every node reports
+    ``cluster_state:ok``. ``url`` is the ``redis+cluster://`` form of :class:`RedisManager`.
+    """
+
+    def __init__(self, masters: int = 3) -> None:
+        if masters < 3:
+            raise ValueError("redis-cli --cluster create needs at least 3 masters")
+        self.nodes = [
+            RedisServer(
+                extra_args=(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                )
+            )
+            for _ in range(masters)
+        ]
+        for node in self.nodes:
+            node.port = _cluster_port()
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        return f"redis+cluster://{hosts}"
+
+    def start(self, timeout: float = 30.0) -> RedisCluster:
+        try:
+            for node in self.nodes:
+                node.start()
+            addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+            _redis_cli(
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+                timeout=timeout,
+            )
+            _wait_until(self._ok, timeout, "cluster_state:ok on every node")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _ok(self) -> bool:
+        for node in self.nodes:
+            info = _redis_cli("-h", "127.0.0.1", "-p", str(node.port), "cluster", "info")
+            if "cluster_state:ok" not in info:
+                return False
+        return True
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+    def __enter__(self) -> RedisCluster:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class RedisSentinel:
+    """A private Sentinel deployment: a master, one replica and ``sentinels`` Sentinels
+    (``redis-server --sentinel``), all on ephemeral loopback ports, monitoring ``name``.
+
+    ``url`` is the ``redis+sentinel://`` form of :class:`RedisManager`. :meth:`failover` asks
+    the Sentinels to promote the replica (``SENTINEL FAILOVER``) and waits until they name the
+    new master; :meth:`kill_master` SIGKILLs the current master instead (Sentinel then notices
+    after ``down_after_ms``).
+    """
+
+    def __init__(self, *, sentinels: int = 1, name: str = "mymaster", down_after_ms: int = 1000):
+        self.name = name
+        self.down_after_ms = down_after_ms
+        no_delay = ("--repl-diskless-sync-delay", "0")  # a full sync starts at once
+        self.master = RedisServer(extra_args=no_delay)
+        self.replica = RedisServer(
+            extra_args=(*no_delay, "--replicaof", "127.0.0.1", str(self.master.port))
+        )
+        self.sentinel_ports = [free_port() for _ in range(sentinels)]
+        self.dir = Path(tempfile.mkdtemp(prefix="redis-sentinel-"))
+        self._processes: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.name}"
+
+    @property
+    def servers(self) -> list[RedisServer]:
+        return [self.master, self.replica]
+
+    def start(self, timeout: float = 30.0) -> RedisSentinel:
+        try:
+            self.master.start()
+            self.replica.start()
+            _wait_until(self._replica_synced, timeout, "replica in sync")
+            quorum = len(self.sentinel_ports) // 2 + 1
+            for port in self.sentinel_ports:
+                self._start_sentinel(port, quorum, timeout)
+            _wait_until(self._sentinels_see_replica, timeout, "Sentinels seeing the replica")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _start_sentinel(self, port: int, quorum: int, timeout: float) -> None:
+        config = self.dir / f"sentinel-{port}.conf"
+        config.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
+            f"logfile {self.dir / f'sentinel-{port}.log'}\n"
+            f"sentinel monitor {self.name} 127.0.0.1 {self.master.port} {quorum}\n"
+            f"sentinel down-after-milliseconds {self.name} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {self.name} 10000\n"
+            f"sentinel parallel-syncs {self.name} 1\n"
+        )
+        binary = shutil.which("redis-server")
+        assert binary is not None
+        process = subprocess.Popen(
+            [binary, str(config), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._processes.append(process)
+
+        def answers() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"redis-server --sentinel exited at start (port {port})")
+            try:
+                return "PONG" in _redis_cli("-p", str(port), "ping", timeout=2)
+            except RuntimeError:
+                return False
+
+        _wait_until(answers, timeout, f"Sentinel on port {port} answering")
+
+    def _replica_synced(self) -> bool:
+        info = _redis_cli("-p", str(self.replica.port), "info", "replication")
+        return "master_link_status:up" in info
+
+    def _sentinels_see_replica(self) -> bool:
+        for port in self.sentinel_ports:
+            out = _redis_cli("-p", str(port), "sentinel", "replicas", self.name)
+            if str(self.replica.port) not in out.split():
+                return False
+        return True
+
+    def master_port(self) -> int:
+        """The port of the master the (first) Sentinel names now."""
+        out = _redis_cli(
+            "-p", str(self.sentinel_ports[0]), "sentinel", "get-master-addr-by-name", self.name
+        )
+        return int(out.split()[1])
+
+    def current_master(self) -> RedisServer:
+        port = self.master_port()
+        return next(server for server in self.servers if server.port == port)
+
+    def failover(self, timeout: float = 30.0) -> RedisServer:
+        """Promote the replica with ``SENTINEL FAILOVER`` and wait until the new master is
+        writable and named by every Sentinel; returns the new master."""
+        old = self.master_port()
+        _redis_cli("-p", str(self.sentinel_ports[0]), "sentinel", "failover", self.name)
+        return self._await_new_master(old, timeout)
+
+    def kill_master(self, timeout: float = 30.0) -> RedisServer:
+        """SIGKILL the current master and wait until the Sentinels have promoted the replica."""
+        old = self.current_master()
+        old.kill()
+        return self._await_new_master(old.port, timeout)
+
+    def _await_new_master(self, old_port: int, timeout: float) -> RedisServer:
+        def promoted() -> bool:
+            for port in self.sentinel_ports:
+                out = _redis_cli("-p", str(port), "sentinel", "get-master-addr-by-name", self.name)
+                if int(out.split()[1]) == old_port:
+                    return False
+            info = _redis_cli("-p", str(self.master_port()), "info", "replication")
+            return "role:master" in info
+
+        _wait_until(promoted, timeout, "Sentinel failover")
+        return self.current_master()
+
+    def close(self) -> None:
+        for process in self._processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+        self._processes.clear()
+        for server in self.servers:
+            server.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisSentinel:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

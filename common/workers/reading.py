@@ -3,8 +3,17 @@
 A consumer reads one or several streams (an action stream; the topics of a subscriber) in one
 consumer group. Each read asks for new entries (``>``) of all of them at once and blocks until
 any has some; each :class:`Delivery` remembers its stream, so that its ACK, lease, retry
-schedule and dead letter go to the right keys. (On a Redis Cluster the keys of one read must
-share a hash slot: streams of different slots are read by separate consumers.)
+schedule and dead letter go to the right keys.
+
+On a Redis Cluster the keys of one command must share a hash slot (else CROSSSLOT), and each
+topic stream has a hash tag of its own. So there the streams are grouped by slot and read one
+slot group after another, round-robin: each read first sweeps every group without BLOCK
+(starting from a rotating group, so that none starves, stopping once ``count`` entries are in);
+if all were empty, it blocks on one group (the next in turn) for ``block_ms / groups``, so an
+entry written to any group waits at most about that long before the next sweep reads it. No
+read is ever cancelled in flight (which could leave delivered entries unseen until reclaimed).
+One slot group (an action stream, a single topic, or standalone Redis) is one XREADGROUP, as
+before.
 
 The embedded server (``memory://``) is not asked to block: the consumer reads without BLOCK
 and, if nothing was there, waits in-process for a write to one of its streams (watched before
@@ -19,9 +28,11 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
 from common.clients.embedded import change_signal
+from common.clients.redis_manager import is_cluster
 from common.workers.outcome import Delivery
 from common.workers.stats import WorkerStats
 
@@ -45,6 +56,8 @@ class StreamReading:
     _embedded: bool
     _reading: bool
     _stopping: asyncio.Event
+    _slot_groups: list[dict[Any, Any]] | None = None  # streams per hash slot, on a cluster
+    _next_group: int = 0
 
     async def _ensure_group(self) -> None:
         """Create the group on each stream (from id 0, with MKSTREAM) unless it exists."""
@@ -61,6 +74,8 @@ class StreamReading:
         try:
             if self._embedded:
                 reply: Any = await self._read_embedded(count, block_ms)
+            elif len(groups := self._groups()) > 1:
+                reply = await self._read_slot_groups(groups, count, block_ms)
             else:
                 reply = await self.redis.xreadgroup(
                     self.group, self.consumer, self._new_entries(), count=count, block=block_ms
@@ -85,6 +100,39 @@ class StreamReading:
 
     def _new_entries(self) -> dict[Any, Any]:
         return {stream: ">" for stream in self.streams}
+
+    def _groups(self) -> list[dict[Any, Any]]:
+        """The streams read, grouped by hash slot on a cluster (one group elsewhere)."""
+        if self._slot_groups is None:
+            by_slot: dict[int, dict[Any, Any]] = {}
+            if is_cluster(self.redis):
+                for stream in self.streams:
+                    by_slot.setdefault(key_slot(stream.encode()), {})[stream] = ">"
+            self._slot_groups = list(by_slot.values())
+        return self._slot_groups
+
+    async def _read_slot_groups(
+        self, groups: list[dict[Any, Any]], count: int, block_ms: int
+    ) -> list[Any]:
+        """Round-robin over slot groups (see the module docstring)."""
+        start = self._next_group
+        self._next_group = (start + 1) % len(groups)
+        reply: list[Any] = []
+        for i in range(len(groups)):
+            group = groups[(start + i) % len(groups)]
+            got: Any = await self.redis.xreadgroup(self.group, self.consumer, group, count=count)
+            if got:
+                reply += got
+                count -= sum(len(entries) for _, entries in got)
+                if count <= 0:
+                    return reply
+        if reply:
+            return reply
+        block = max(1, block_ms // len(groups))
+        got = await self.redis.xreadgroup(
+            self.group, self.consumer, groups[start], count=count, block=block
+        )
+        return list(got or [])
 
     async def _read_embedded(self, count: int, block_ms: int) -> Any:
         with change_signal(self.redis).watch(*self.streams, exclusive=True) as change:

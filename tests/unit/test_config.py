@@ -144,6 +144,8 @@ def test_names_are_matched_whole(name: str, suffix: str) -> None:
         "redis+sentinel://h1:26379,h2:26380/mymaster",
         "redis+sentinel://127.0.0.1:26379",
         "redis+cluster://127.0.0.1:7000",
+        "redis+cluster://u:pw@h1:7000,h2:7001,h3/?socket_timeout=5",
+        "rediss+cluster://h1:7000,[::1]:7001/0?ssl_cert_reqs=none",
     ],
 )
 def test_valid_urls_are_accepted(url: str) -> None:
@@ -154,6 +156,11 @@ def test_valid_urls_are_accepted(url: str) -> None:
     ("url", "reason"),
     [
         ("redis://127.0.0.1:6379/abc", "database .* must be a number"),
+        ("redis+cluster://h1:7000,:7001", "each cluster node needs a host"),
+        ("redis+cluster://h1:70000", "port must be a number"),
+        ("redis+cluster://h1:7000/2", "only database 0"),
+        ("redis+cluster://h1:7000?db=2", "only database 0"),
+        ("redis+cluster://h1:7000?ssl_cert_reqs=none", "rediss:// \\(TLS\\) option"),
         ("redis://127.0.0.1:6379/-1", "database .* must be a number"),
         ("redis://127.0.0.1:6379/0/1", "database .* must be a number"),
         ("redis://127.0.0.1:6379/ 1", "spaces"),

@@ -15,10 +15,22 @@ def test_client_before_initialize_is_refused() -> None:
         RedisManager(CommonAppSettings()).get_client()
 
 
-async def test_cluster_urls_fail_clearly_until_supported() -> None:
-    manager = RedisManager(CommonAppSettings(redis_url="redis+cluster://127.0.0.1:7000"))
-    with pytest.raises(ConfigurationError, match="redis\\+cluster"):
-        await manager.initialize()
+async def test_cluster_urls_build_a_cluster_client_with_every_node_credentials_and_tls() -> None:
+    from redis.asyncio.cluster import RedisCluster
+    from redis.asyncio.connection import SSLConnection
+
+    url = "rediss+cluster://u:p%40ss@h1:7000,h2:7001,[::1]/?ssl_cert_reqs=none"
+    settings = CommonAppSettings(redis_url=url, redis_max_connections=7)
+    client = RedisManager(settings)._build()
+    assert isinstance(client, RedisCluster)
+    nodes = client.nodes_manager.startup_nodes
+    assert sorted(nodes) == ["::1:6379", "h1:7000", "h2:7001"]
+    kwargs = client.connection_kwargs
+    assert (kwargs["username"], kwargs["password"]) == ("u", "p@ss")
+    assert kwargs["ssl_cert_reqs"] == "none"
+    assert kwargs["connection_class"] is SSLConnection
+    assert all(node.max_connections == 7 for node in nodes.values())
+    await client.aclose()
 
 
 async def test_sentinel_url_needs_a_master_name() -> None:
