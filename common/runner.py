@@ -119,6 +119,8 @@ def _is_module(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):  # a parent package that does not exist
         return False
+    except Exception as exc:  # a parent package that raises at import
+        raise ConfigurationError(f"cannot import {name!r}: {type(exc).__name__}: {exc}") from exc
 
 
 def _registered_name(name: str) -> Subscription | None:

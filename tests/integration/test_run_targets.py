@@ -155,6 +155,10 @@ async def test_declarative_target_runs_then_drains_on_sigterm(
             ["tests.integration.declarative_broken"],
             "cannot import 'tests.integration.declarative_broken': RuntimeError: broken on",
         ),
+        (
+            ["tests.integration.declarative_broken_pkg.workers"],
+            "cannot import 'tests.integration.declarative_broken_pkg.workers': RuntimeError",
+        ),
         ([f"{APP}.doubling:nope"], "is not a BaseWorker subclass nor a declarative worker"),
         (["--processes", "2", "nope"], "'nope' is neither"),
     ],
