@@ -9,7 +9,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bench import embedded, memory, ours, placement, raw
+from bench import declarative, embedded, memory, ours, placement, raw
 from bench.report import Row
 from bench.serve import Served
 from bench.workload import (
@@ -415,6 +415,7 @@ class Suite:
             "pseudo_sync": self.pseudo_sync,
             "memory": self.memory,
             "embedded": self.embedded,
+            "declarative": lambda: declarative.scenario(self),
         }
         rows: list[Row] = []
         for name, scenario in scenarios.items():
@@ -423,7 +424,7 @@ class Suite:
         return rows
 
 
-SCENARIOS = ("drain", "end_to_end", "send", "pseudo_sync", "memory", "embedded")
+SCENARIOS = ("drain", "end_to_end", "send", "pseudo_sync", "memory", "embedded", "declarative")
 
 
 def sizes_dict(sizes: Sizes) -> dict[str, Any]:

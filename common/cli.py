@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Coroutine
+import sys
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -16,8 +17,9 @@ import typer
 from common.clients.connect import DEFAULT_CONNECT_TIMEOUT_S
 from common.config import load_settings
 from common.errors import ConfigurationError, RedisUnavailableError
-from common.runner import serve
+from common.runner import check_redis, event_loop_runner, resolve_target, serve, target_settings
 from common.secrets import redact_url
+from common.supervisor import PROCESS_SLOT_ENV, Supervisor, follow_supervisor
 
 __all__ = ["app", "dlq_app", "main"]
 
@@ -31,10 +33,33 @@ def _root() -> None:
 
 @app.command()
 def run(
-    target: Annotated[str, typer.Argument(help="module:WorkerClass to run")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="module:WorkerClass, a module or package of declarative workers, "
+            "a worker name, or 'all'"
+        ),
+    ],
     workers: Annotated[
         int | None,
-        typer.Option("--workers", "-w", min=1, help="workers (default: NUM_INTERNAL_WORKERS)"),
+        typer.Option(
+            "--workers",
+            "-w",
+            min=1,
+            help="workers (default: NUM_INTERNAL_WORKERS; declarative: each one's consumers)",
+        ),
+    ] = None,
+    processes: Annotated[
+        int,
+        typer.Option("--processes", "-p", min=1, help="worker processes under one supervisor"),
+    ] = 1,
+    imports: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--from",
+            help="import this module or package first, registering its declarative workers "
+            "(repeatable; e.g. run all --from app.workers)",
+        ),
     ] = None,
     service: Annotated[
         str | None, typer.Option(help="service name (default: SERVICE_NAME)")
@@ -45,23 +70,71 @@ def run(
         typer.Option(min=0, help="seconds to wait for Redis at start-up, retrying (0: forever)"),
     ] = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> None:
-    """Run a pool of workers until SIGTERM or SIGINT, then drain it gracefully.
+    """Run workers until SIGTERM or SIGINT, then drain them gracefully.
 
     Redis is waited for at start-up (one log line per attempt) for ``--connect-timeout``
-    seconds; then the command exits with status 1 and one line naming the URL and the cause."""
+    seconds; then the command exits with status 1 and one line naming the URL and the cause.
+    A target that does not import or names nothing exits with status 2."""
+    supervised = os.environ.get(PROCESS_SLOT_ENV)
+    where = f"[{os.getpid()}] " if processes > 1 or supervised is not None else ""
     logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        level=log_level.upper(),
+        format=f"%(asctime)s {where}%(levelname)s %(name)s %(message)s",
     )
+    if supervised is not None:
+        follow_supervisor()
     try:
+        resolved = resolve_target(target, imports or ())
         overrides = {"service_name": service} if service else {}
-        settings = load_settings(**overrides)
-        serve(target, settings, num_workers=workers, connect_timeout_s=connect_timeout)
+        settings = (
+            target_settings(resolved, **overrides)
+            if resolved.declarative
+            else load_settings(**overrides)
+        )
+        if processes == 1:
+            serve(resolved, settings, num_workers=workers, connect_timeout_s=connect_timeout)
+            return
+        if settings.redis_url.startswith("memory://"):
+            raise ConfigurationError("--processes needs a Redis server: memory:// is in-process")
+        runner = event_loop_runner()
+        if not runner(check_redis(settings, connect_timeout)):
+            return  # a signal while waiting for Redis
+        command = _child_command(
+            target, workers, imports or (), service, log_level, connect_timeout
+        )
+        grace = settings.shutdown_grace_s + _PROCESS_STOP_ALLOWANCE_S
+        code = runner(Supervisor(command, processes, grace_s=grace).run())
     except ConfigurationError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     except RedisUnavailableError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    if code:
+        raise typer.Exit(code)
+
+
+_PROCESS_STOP_ALLOWANCE_S = 10.0  # beyond the grace period: the final flush, closing
+
+
+def _child_command(
+    target: str,
+    workers: int | None,
+    imports: Sequence[str],
+    service: str | None,
+    log_level: str,
+    connect_timeout: float,
+) -> list[str]:
+    """The ``run`` command of one supervised process: the same target, one process."""
+    command = [sys.executable, "-m", "common", "run", target]
+    command += ["--log-level", log_level, "--connect-timeout", repr(connect_timeout)]
+    if workers is not None:
+        command += ["--workers", str(workers)]
+    if service:
+        command += ["--service", service]
+    for module in imports:
+        command += ["--from", module]
+    return command
 
 
 # -- operations: status, dead letters, send and call ----------------------------------------

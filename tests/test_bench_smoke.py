@@ -28,6 +28,9 @@ SCENARIOS = {
     "embedded_pseudo_sync_p99",
     "embedded_drain",
     "embedded_idle_cpu",
+    "declarative_drain",
+    "declarative_depends_drain",
+    "declarative_send",
 }
 
 

@@ -93,7 +93,8 @@ async def _pending(redis: aioredis.Redis, stream: str, n: int) -> bool:
     ("target", "message"),
     [
         ("tests.integration.workers:Nope", "is not a BaseWorker subclass"),
-        ("tests.integration.workers", "expected 'module:WorkerClass'"),
+        ("tests.integration.workers", "registers no declarative worker (for a BaseWorker class"),
+        ("tests.integration.workers:", "expected 'module:WorkerClass'"),
         ("tests.no_such_module:Worker", "cannot import 'tests.no_such_module'"),
     ],
 )

@@ -1,0 +1,1 @@
+"""A package of declarative workers for the command-line runner's tests."""

@@ -1,0 +1,3 @@
+"""A package that fails at import."""
+
+raise RuntimeError("broken package")
