@@ -41,12 +41,13 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fast_depends import Depends, inject
+from fast_depends import Depends
 from fast_depends.dependencies import Dependant
 
 from common.errors import ConfigurationError
 from common.messaging import providers as _providers
 from common.messaging.context import ActionContext
+from common.messaging.depends import plan_depends
 from common.messaging.events import Event
 from common.messaging.providers import (
     Provider,
@@ -152,7 +153,7 @@ def build_call(func: Callable[..., Awaitable[Any]]) -> Call:
         for p in _params(func)
         if p.name not in taken and not isinstance(signature.parameters[p.name].default, Dependant)
     ]
-    target: Callable[..., Awaitable[Any]] = inject(func) if uses_depends else func
+    target: Callable[..., Awaitable[Any]] = plan_depends(func) if uses_depends else func
     if candidates:
         plan = _Plan(candidates)
         return _provided_call(target, payload_param is not None, context_names, event_names, plan)
