@@ -194,6 +194,7 @@ def dlq_replay(
                 try:
                     sure = typer.confirm(warning, err=True)
                 except (typer.Abort, EOFError):
+                    typer.echo("", err=True)  # end the prompt's line: the error has its own
                     sure = False
                 if not sure:
                     raise OpsError(
