@@ -10,6 +10,7 @@ from common.ops.health import ops_router
 from common.ops.readiness import Readiness, check_ready
 from common.ops.status import ConsumerStatus, GroupStatus, StreamStatus, collect_status
 from common.ops.streams import StreamRef, add_stream_source, streams_to_report
+from common.ops.topics import find_dead_letters, topic_streams
 
 __all__ = [
     "ConsumerStatus",
@@ -25,6 +26,8 @@ __all__ = [
     "add_stream_source",
     "check_ready",
     "collect_status",
+    "find_dead_letters",
     "ops_router",
     "streams_to_report",
+    "topic_streams",
 ]

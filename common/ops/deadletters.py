@@ -41,6 +41,17 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
 
 
+def _event_of(text: str) -> dict[str, Any] | None:
+    """A topic entry's event (its ``name`` read as the record's type), or None."""
+    try:
+        event = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(event, dict):
+        return None
+    return {"action_type": event.get("name"), "event_id": event.get("event_id")}
+
+
 @dataclass(slots=True)
 class DeadLetterRecord:
     """One dead letter, as read from its stream (``id`` is its id in the dead-letter stream)."""
@@ -67,11 +78,15 @@ class DeadLetterRecord:
             payload = orjson.loads(original) if original is not None else None
         except orjson.JSONDecodeError:
             payload = None
+        if isinstance(payload, dict) and isinstance(payload.get("event"), str):
+            payload = _event_of(payload["event"])  # a topic's entry: its type is the event's
         if isinstance(payload, dict):
             if isinstance(payload.get("action_type"), str):
                 action_type = payload["action_type"]
             if payload.get("action_id") is not None:
                 action_id = str(payload["action_id"])
+            elif payload.get("event_id") is not None:
+                action_id = str(payload["event_id"])
         error: dict[str, Any] | str | None = None
         if get.get("error") is not None:
             try:
@@ -165,9 +180,11 @@ async def get_dead_letters(
     return found
 
 
-# KEYS[1] dead-letter stream, KEYS[2] the stream to replay onto; ARGV[1] the payload field,
-# then record ids. Per id: its 'original' goes onto the stream as a new entry and the record is
-# deleted; returns per id the new entry id, or '' (the record is gone, or has no original).
+# KEYS[1] dead-letter stream, KEYS[2] the stream to replay onto; ARGV[1] the payload field
+# ('': 'original' is a JSON object of the entry's fields, as a topic's records are), then
+# record ids. Per id: its 'original' goes onto the stream as a new entry and the record is
+# deleted; returns per id the new entry id, '' (the record is gone, or has no original) or
+# '!' (its original is not a JSON object of string fields: left where it is).
 _REPLAY = """
 local out = {}
 for i = 2, #ARGV do
@@ -179,11 +196,29 @@ for i = 2, #ARGV do
       if fields[j] == 'original' then original = fields[j + 1] end
     end
   end
-  if original then
+  if not original then
+    out[#out + 1] = ''
+  elseif ARGV[1] ~= '' then
     out[#out + 1] = redis.call('XADD', KEYS[2], '*', ARGV[1], original)
     redis.call('XDEL', KEYS[1], ARGV[i])
   else
-    out[#out + 1] = ''
+    local ok, decoded = pcall(cjson.decode, original)
+    local args = {}
+    if ok and type(decoded) == 'table' then
+      for k, v in pairs(decoded) do
+        if type(k) ~= 'string' or type(v) ~= 'string' then args = nil break end
+        args[#args + 1] = k
+        args[#args + 1] = v
+      end
+    else
+      args = nil
+    end
+    if args and #args > 0 then
+      out[#out + 1] = redis.call('XADD', KEYS[2], '*', unpack(args))
+      redis.call('XDEL', KEYS[1], ARGV[i])
+    else
+      out[#out + 1] = '!'
+    end
   end
 end
 return out
@@ -229,7 +264,9 @@ async def replay(
                 _REPLAY, 2, ref.dead_letter_stream, target, ref.payload_field, *batch
             )
             for record_id, new_id in zip(batch, new_ids, strict=True):
-                if new_id:
+                if new_id in ("!", b"!"):
+                    result.refused[record_id] = "its original is not an entry's fields"
+                elif new_id:
                     result.replayed[record_id] = _text(new_id)
                 else:
                     result.missing.append(record_id)

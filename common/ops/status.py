@@ -44,6 +44,8 @@ class GroupStatus:
     oldest_pending_idle_ms: int | None = None  # since that entry was last delivered
     oldest_pending_age_s: float | None = None  # since that entry was added to the stream
     consumers: list[ConsumerStatus] = field(default_factory=list)
+    dead_letter_stream: str | None = None  # a topic's group: its own dead-letter stream
+    dead_letters: int | None = None  # ... and its size (None: the stream's are shared)
 
 
 @dataclass(slots=True)
@@ -97,9 +99,11 @@ async def stream_status(
     pipe = redis.pipeline(transaction=False)
     pipe.xlen(ref.stream)
     pipe.xinfo_groups(ref.stream)
-    pipe.xlen(ref.dead_letter_stream)
     pipe.zcard(ref.scheduled_key)
-    length, groups_info, dead, scheduled = await pipe.execute(raise_on_error=False)
+    if ref.dead_letter_stream:  # a topic has none of its own: its groups' are counted below
+        pipe.xlen(ref.dead_letter_stream)
+    length, groups_info, scheduled, *dead_reply = await pipe.execute(raise_on_error=False)
+    dead = dead_reply[0] if dead_reply else 0
     for reply in (length, dead, scheduled):
         if isinstance(reply, Exception):
             raise reply
@@ -124,9 +128,13 @@ async def stream_status(
         pipe.xinfo_consumers(ref.stream, name)
         pipe.xpending_range(ref.stream, name, min="-", max="+", count=1)
         pipe.zcard(delay_set_key(ref.stream, name))
+        group_dead = ref.group_dead_letter_stream(name)
+        if group_dead is not None:
+            pipe.xlen(group_dead)
     replies = await pipe.execute()
+    per = 4 if ref.dead_letter_prefix else 3
     for i, (name, info) in enumerate(zip(names, groups_info, strict=True)):
-        consumers, oldest, delayed = replies[3 * i : 3 * i + 3]
+        consumers, oldest, delayed, *group_dead_count = replies[per * i : per * i + per]
         group = GroupStatus(
             name=name,
             pending=int(info["pending"]),
@@ -138,6 +146,11 @@ async def stream_status(
                 for c in consumers
             ],
         )
+        group_dead = ref.group_dead_letter_stream(name)
+        if group_dead is not None:
+            group.dead_letter_stream = group_dead
+            group.dead_letters = int(group_dead_count[0])
+            status.dead_letters += group.dead_letters
         if oldest:
             entry_id = _text(oldest[0]["message_id"])
             group.oldest_pending_id = entry_id

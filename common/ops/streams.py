@@ -1,9 +1,9 @@
 """Which streams there are to operate on: discovery by ``SCAN``, and a seam for more kinds.
 
 Operations (status, dead letters, metrics) work on :class:`StreamRef`: a stream, its
-dead-letter stream, and the keys beside it. Today the sources are services' action streams,
-``<prefix>:<env>:{<service>}:actions`` found with ``SCAN``; another kind of stream (topics)
-joins by :func:`add_stream_source`, and every command reports it from then on.
+dead-letter stream, and the keys beside it. The sources are services' action streams,
+``<prefix>:<env>:{<service>}:actions`` found with ``SCAN``, and topics
+(:mod:`common.ops.topics`, joined by :func:`add_stream_source`); every command reports both.
 """
 
 from __future__ import annotations
@@ -37,14 +37,26 @@ ACTIONS = "actions"
 
 @dataclass(frozen=True, slots=True)
 class StreamRef:
-    """A stream operations look at: ``kind`` (``actions``), ``name`` (the service), the
-    stream, its dead-letter stream, and the field a replayed dead letter is written to."""
+    """A stream operations look at: ``kind`` (``actions`` or ``topic``), ``name`` (the service
+    or topic), the stream, its dead-letter stream, and the field a replayed dead letter is
+    written to (``""``: the record's ``original`` is a JSON object of the entry's fields).
+
+    A topic has one dead-letter stream per subscriber group: ``dead_letter_prefix`` + group
+    (:meth:`group_dead_letter_stream`); a topic's ref for one group's dead letters has
+    ``group`` set and ``dead_letter_stream`` that group's; the topic's own ref has none (``""``).
+    """
 
     kind: str
     name: str
     stream: str
     dead_letter_stream: str
     payload_field: str = ACTION_FIELD
+    dead_letter_prefix: str = ""
+    group: str | None = None
+
+    def group_dead_letter_stream(self, group: str) -> str | None:
+        """The dead-letter stream of ``group`` (topics), or None (one per stream: actions)."""
+        return self.dead_letter_prefix + group if self.dead_letter_prefix else None
 
     @property
     def scheduled_key(self) -> str:

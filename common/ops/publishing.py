@@ -1,0 +1,57 @@
+"""``common publish``: an event on a topic from the command line.
+
+The topic's stream must exist (some subscriber group or producer made it) unless ``create`` is
+set: a typo in a topic name is an error, not an event nobody will ever read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from common.config import CommonAppSettings
+from common.messaging.events import Event
+from common.messaging.producer import Producer
+from common.naming import is_topic_name
+from common.ops.errors import OpsError, UnknownStreamError
+from common.ops.sending import CLI_SERVICE
+
+__all__ = ["parse_event_data", "publish_event"]
+
+
+def parse_event_data(text: str) -> Any:
+    """The event's data from ``text`` (any JSON value), or :class:`OpsError` saying why not."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise OpsError(f"malformed JSON: {exc}") from None
+
+
+async def publish_event(
+    redis: aioredis.Redis,
+    settings: CommonAppSettings,
+    topic: str,
+    data: Any,
+    *,
+    event: str | None = None,
+    key: str | None = None,
+    create: bool = False,
+) -> dict[str, str]:
+    """Publish ``data`` on ``topic`` as an event named ``event`` (default: the topic)."""
+    if not is_topic_name(topic):
+        raise OpsError(f"invalid topic name {topic!r}: lowercase letters, digits, '.', '_' or '-'")
+    producer = Producer(settings.model_copy(update={"service_name": CLI_SERVICE}), redis=redis)
+    stream = producer.queues.topic_stream(topic)
+    if not create and not await redis.exists(stream):
+        raise UnknownStreamError(
+            f"unknown topic {topic!r}: no stream {stream} in Redis "
+            "(pass --create to publish on a topic nobody has subscribed to yet)"
+        )
+    try:
+        envelope = Event(name=event or topic, data=data, source=CLI_SERVICE, key=key)
+    except ValueError as exc:
+        raise OpsError(f"invalid event: {' '.join(str(exc).split())}") from None
+    entry_id = await producer.send_event(topic, envelope)
+    return {"stream": stream, "entry_id": entry_id, "event_id": str(envelope.event_id)}
