@@ -92,6 +92,7 @@ async def test_the_fastapi_snippet_runs_its_pool_in_the_lifespan() -> None:
     assert response.json() == {"greeting": "Hello, Ada!"}
     assert not pool.running
 
+
 def _section(title: str) -> str:
     return README.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
 
