@@ -407,6 +407,13 @@ class Suite:
             ),
         ]
 
+    async def cluster(self) -> list[Row]:
+        """Drain and end-to-end on a local 3-master cluster, P = 1 and 6 (see bench/cluster.py).
+        It starts a cluster of its own, so it runs only when asked for (``--only cluster``)."""
+        from bench import cluster
+
+        return await cluster.rows(self.url, self.sizes.e2e, self.sizes.runs, 2, self.log)
+
     async def run(self, only: set[str] | None = None) -> list[Row]:
         scenarios: dict[str, Callable[[], Awaitable[list[Row]]]] = {
             "drain": self.drain,
@@ -416,15 +423,25 @@ class Suite:
             "memory": self.memory,
             "embedded": self.embedded,
             "declarative": lambda: declarative.scenario(self),
+            "cluster": self.cluster,
         }
         rows: list[Row] = []
         for name, scenario in scenarios.items():
-            if only is None or name in only:
+            if (only is None and name != "cluster") or (only is not None and name in only):
                 rows += await scenario()
         return rows
 
 
-SCENARIOS = ("drain", "end_to_end", "send", "pseudo_sync", "memory", "embedded", "declarative")
+SCENARIOS = (
+    "drain",
+    "end_to_end",
+    "send",
+    "pseudo_sync",
+    "memory",
+    "embedded",
+    "declarative",
+    "cluster",
+)
 
 
 def sizes_dict(sizes: Sizes) -> dict[str, Any]:

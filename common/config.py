@@ -111,6 +111,13 @@ class CommonAppSettings(BaseSettings):
         100_000, ge=0, description="Approximate cap on each stream's length (0: no trim)."
     )
     dead_letter_maxlen: int = Field(100_000, ge=0, description="Cap on dead-letter streams.")
+    stream_partitions: int = Field(
+        1,
+        ge=1,
+        le=128,  # queue_manager.MAX_PARTITIONS
+        description="Action streams per service (partitions, each its own hash tag); every "
+        "sender and worker of a deployment must use the same value.",
+    )
     max_payload_bytes: int = Field(
         1_048_576, ge=256, le=512 * 1024 * 1024, description="Largest accepted entry."
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -88,6 +88,12 @@ class BaseRedisClient:
     :class:`NoConsumerError` (an :class:`ActionTimeoutError`) if it has no consumer group or
     only groups without consumers; after the first fire-and-forget send to each stream, a
     background check logs one warning if that stream has no consumer group.
+
+    With ``settings.stream_partitions`` P > 1, each target service has P action streams and
+    a send goes to the partition of its *partition key*: ``partition_key`` if given (an entity
+    id, a tenant id: all actions of one key then go to one partition, in the order sent),
+    else the action id (spreads evenly, no order between actions). Every sender and worker of
+    a deployment must use the same P (see the README's "Scaling out").
     """
 
     def __init__(
@@ -103,7 +109,8 @@ class BaseRedisClient:
         self.client_id = QueueManager.new_client_id()
         self.reply_key = self.queues.reply_key(service_name, self.client_id)
         self.own_stream = self.queues.action_stream(service_name)
-        self._streams: dict[str, str] = {}
+        self._partitions = self.settings.stream_partitions
+        self._streams: dict[str, list[str]] = {}  # target service -> its partitions' streams
         self._replies = ReplyListener(redis, self.reply_key)
         self._send_timeout = self.settings.redis_send_timeout_s
         self._deadlines = Deadlines()  # one timer bounds every send of this client
@@ -119,12 +126,24 @@ class BaseRedisClient:
         """Replies that arrived after their caller had timed out (and were discarded)."""
         return self._replies.late_replies
 
-    def stream_for(self, action: DomainAction) -> str:
+    def stream_for(self, action: DomainAction, partition_key: str | None = None) -> str:
+        """The stream ``action`` is sent to: its target's partition for ``partition_key``
+        (default: the action id; with one partition, the target's action stream)."""
         target = action.target_service or action.action_type.split(".", 1)[0]
-        stream = self._streams.get(target)
-        if stream is None:
-            stream = self._streams[target] = self.queues.action_stream(target)
-        return stream
+        return self._partition_stream(target, action, partition_key)
+
+    def _partition_stream(
+        self, service: str, action: DomainAction, partition_key: str | None
+    ) -> str:
+        streams = self._streams.get(service)
+        if streams is None:
+            streams = self._streams[service] = list(
+                self.queues.partition_streams(service, self._partitions)
+            )
+        if self._partitions == 1:
+            return streams[0]
+        key = str(action.action_id) if partition_key is None else partition_key
+        return streams[QueueManager.partition_of(key, self._partitions)]
 
     def _stamp(self, action: DomainAction, **update: Any) -> DomainAction:
         if action.origin_service is None:
@@ -137,8 +156,12 @@ class BaseRedisClient:
         *,
         delay: float | None = None,
         not_before: datetime | None = None,
+        partition_key: str | None = None,
     ) -> str:
         """Append ``action`` to its target's stream; returns the stream entry id.
+
+        ``partition_key`` picks the partition when the target has several (see the class
+        docstring): actions sent with one key reach one partition in the order they were sent.
 
         With ``delay`` (seconds) or ``not_before`` (an aware time), the action stays invisible
         to workers until then (see :mod:`common.clients.scheduled`); there is no entry yet, so
@@ -148,22 +171,25 @@ class BaseRedisClient:
         ``settings.redis_send_timeout_s`` (see the class docstring)."""
         action = self._stamp(action)
         if delay is None and not_before is None:
-            return await self._send(action)
-        return await self._send_later(action, _due_ms(delay, not_before))
+            return await self._send(action, partition_key)
+        return await self._send_later(action, _due_ms(delay, not_before), partition_key)
 
-    async def _send_later(self, action: DomainAction, due_ms: int) -> str:
+    async def _send_later(
+        self, action: DomainAction, due_ms: int, partition_key: str | None = None
+    ) -> str:
         fields = encode_action(action, self.settings.max_payload_bytes)
+        stream = self.stream_for(action, partition_key)
         try:
             async with asyncio.timeout(self._send_timeout):
-                await schedule(self.redis, self.stream_for(action), fields[ACTION_FIELD], due_ms)
+                await schedule(self.redis, stream, fields[ACTION_FIELD], due_ms)
         except TimeoutError:
             raise SendTimeoutError(self._send_timeout, outcome_unknown=True) from None
         return str(action.action_id)
 
-    async def _send(self, action: DomainAction) -> str:
+    async def _send(self, action: DomainAction, partition_key: str | None = None) -> str:
         fields = encode_action(action, self.settings.max_payload_bytes)
         deadline = asyncio.get_running_loop().time() + self._send_timeout
-        stream = self.stream_for(action)
+        stream = self.stream_for(action, partition_key)
         entry_id = await self._xadd(stream, fields, deadline, self._send_timeout)
         self._consumers.sent_to(stream)
         return entry_id
@@ -274,8 +300,16 @@ class BaseRedisClient:
             else:
                 queued.future.set_result(_entry_id(result))
 
-    async def send_actions_async(self, actions: Iterable[DomainAction]) -> list[str]:
+    async def send_actions_async(
+        self,
+        actions: Iterable[DomainAction],
+        *,
+        partition_by: Callable[[DomainAction], str | None] | None = None,
+    ) -> list[str]:
         """Send many actions in one pipelined round trip; returns their entry ids in order.
+
+        ``partition_by`` gives each action's partition key (``None``: its action id), as
+        ``partition_key`` does for one send; actions of one key keep their order.
 
         Every action is encoded (and size-checked) before anything is sent. If Redis refuses
         some of the appends, :class:`PartialSendError` says which ones went out; if it does not
@@ -286,7 +320,7 @@ class BaseRedisClient:
         streams: set[str] = set()
         for action in actions:
             action = self._stamp(action)
-            stream = self.stream_for(action)
+            stream = self.stream_for(action, partition_by(action) if partition_by else None)
             streams.add(stream)
             pipe.xadd(stream, encode_action(action, size_limit))  # type: ignore[arg-type]
         count = len(pipe)
@@ -311,25 +345,34 @@ class BaseRedisClient:
         return [_entry_id(r) for r in results]
 
     async def send_action_async_with_callback(
-        self, action: DomainAction, callback_action_type: str, callback_service: str | None = None
+        self,
+        action: DomainAction,
+        callback_action_type: str,
+        callback_service: str | None = None,
+        *,
+        partition_key: str | None = None,
     ) -> str:
         """Send ``action``; its result comes back as a ``callback_action_type`` action.
 
         The callback goes to this client's own service stream unless ``callback_service``
-        names another one.
+        names another one; with several partitions, to the partition of ``partition_key``
+        (default: the action id) there too, so one key's callbacks keep their order.
         """
-        stream = (
-            self.queues.action_stream(callback_service) if callback_service else self.own_stream
+        stream = self._partition_stream(
+            callback_service or self.service_name, action, partition_key
         )
         callback_type = _ACTION_TYPE.validate_python(callback_action_type)
         return await self._send(
-            self._stamp(action, callback_queue_name=stream, callback_action_type=callback_type)
+            self._stamp(action, callback_queue_name=stream, callback_action_type=callback_type),
+            partition_key,
         )
 
     async def send_action_pseudo_sync(
-        self, action: DomainAction, timeout: float = 30.0
+        self, action: DomainAction, timeout: float = 30.0, *, partition_key: str | None = None
     ) -> DomainActionResponse:
         """Send ``action`` and wait for its :class:`DomainActionResponse`.
+
+        ``partition_key`` picks the target's partition as for :meth:`send_action_async`.
 
         Raises :class:`ActionTimeoutError` if no reply arrives within ``timeout`` seconds,
         counted from the call: the send is bounded by the same timeout (if the send itself was
@@ -345,11 +388,12 @@ class BaseRedisClient:
         if action.deadline is None:
             update["deadline"] = datetime.now(UTC) + timedelta(seconds=timeout)
         action = self._stamp(action, **update)
+        stream = self.stream_for(action, partition_key)
         future = self._replies.expect(action.action_id)
         try:
             fields = encode_action(action, self.settings.max_payload_bytes)
             try:
-                await self._xadd(self.stream_for(action), fields, deadline, timeout)
+                await self._xadd(stream, fields, deadline, timeout)
             except SendTimeoutError as exc:
                 raise ActionTimeoutError(action.action_id, timeout) from exc
             bound = TaskBound(deadline)
@@ -362,7 +406,6 @@ class BaseRedisClient:
             finally:
                 self._deadlines.untrack(bound)
             # Timed out: one look at the target says whether anybody could have answered.
-            stream = self.stream_for(action)
             found = await self._consumers.nobody_consumes(stream)
             if found is not None:
                 raise NoConsumerError(action.action_id, timeout, stream, found[1])

@@ -2,20 +2,29 @@
 
 Scheme (``{service}`` is a Redis Cluster hash tag, so all keys of one service share a slot)::
 
-    {prefix}:{env}:{service}:actions            action stream of a service
-    {prefix}:{env}:{service}:dlq                dead-letter stream of a service
+    {prefix}:{env}:{service}:actions            action stream of a service (partition 0)
+    {prefix}:{env}:{service}:dlq                dead-letter stream of a service (partition 0)
+    {prefix}:{env}:{service:k}:actions          partition k >= 1 of the action stream
+    {prefix}:{env}:{service:k}:dlq              dead letters of partition k
     {prefix}:{env}:{service}:reply:{client}     reply list of one client process
     {service}-group                             consumer group (not a key)
     {service}-worker-{suffix}-{short uuid}      consumer name (not a key)
 
 Keys that arrive inside messages (``callback_queue_name``) are checked with :meth:`parse`:
 a worker writes only to action streams and reply keys of its own prefix and environment.
+
+Partitions (``stream_partitions`` P > 1): partition ``k`` of a service's action stream has the
+hash tag ``{service:k}`` (partition 0 keeps ``{service}``, so P = 1 names exactly the keys it
+always did), so the partitions spread over a cluster's masters while each partition's own keys
+(stream, dead letters, delay and scheduled sets) still share one slot. Reply keys have no
+partition. :meth:`QueueManager.partition_of` maps a partition key to its partition.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -28,9 +37,13 @@ from common.naming import (
     is_topic_name,
 )
 
-__all__ = ["KeyKind", "ParsedKey", "QueueManager"]
+__all__ = ["MAX_PARTITIONS", "KeyKind", "ParsedKey", "QueueManager"]
 
 _CLIENT = r"[A-Za-z0-9_-]{1,64}"
+
+MAX_PARTITIONS = 128
+"""The most partitions a service's action stream may have (``stream_partitions``)."""
+_PARTITION = r"[1-9][0-9]{0,2}"  # k >= 1 in a key (partition 0 has no suffix)
 
 
 class KeyKind(StrEnum):
@@ -41,11 +54,13 @@ class KeyKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ParsedKey:
-    """A key taken apart: its kind, its service and (for reply keys) its client id."""
+    """A key taken apart: its kind, its service, (for reply keys) its client id, and (for
+    action and dead-letter streams) its partition."""
 
     kind: KeyKind
     service: str
     client_id: str | None = None
+    partition: int = 0
 
 
 class QueueManager:
@@ -61,7 +76,8 @@ class QueueManager:
         self._base = f"{prefix}:{environment}"
         # Matched whole (fullmatch): with '^...$' and match, a key ending in a newline would pass.
         self._pattern = re.compile(
-            rf"{re.escape(self._base)}:\{{(?P<service>{SERVICE_NAME})\}}:"
+            rf"{re.escape(self._base)}:\{{(?P<service>{SERVICE_NAME})"
+            rf"(?::(?P<partition>{_PARTITION}))?\}}:"
             rf"(?:(?P<kind>actions|dlq)|reply:(?P<client>{_CLIENT}))"
         )
 
@@ -74,15 +90,38 @@ class QueueManager:
             raise InvalidKeyError(f"invalid service name {service!r}")
         return service
 
-    def _service_base(self, service: str) -> str:
-        return f"{self._base}:{{{self._check_service(service)}}}"
+    def _service_base(self, service: str, partition: int = 0) -> str:
+        self._check_service(service)
+        if partition == 0:
+            return f"{self._base}:{{{service}}}"
+        if not 0 < partition < MAX_PARTITIONS:
+            raise InvalidKeyError(f"partition must be 0 to {MAX_PARTITIONS - 1}, not {partition}")
+        return f"{self._base}:{{{service}:{partition}}}"
 
-    def action_stream(self, service: str) -> str:
-        """The stream a service's workers consume."""
-        return f"{self._service_base(service)}:actions"
+    def action_stream(self, service: str, partition: int = 0) -> str:
+        """The stream a service's workers consume (partition ``partition`` of it)."""
+        return f"{self._service_base(service, partition)}:actions"
 
-    def dead_letter_stream(self, service: str) -> str:
-        return f"{self._service_base(service)}:dlq"
+    def dead_letter_stream(self, service: str, partition: int = 0) -> str:
+        return f"{self._service_base(service, partition)}:dlq"
+
+    def partition_streams(self, service: str, partitions: int) -> dict[str, str]:
+        """Partitions ``0 .. partitions - 1`` of a service's action stream, each mapped to
+        its dead-letter stream, in partition order."""
+        return {
+            self.action_stream(service, k): self.dead_letter_stream(service, k)
+            for k in range(partitions)
+        }
+
+    @staticmethod
+    def partition_of(key: str | bytes, partitions: int) -> int:
+        """The partition of ``key`` among ``partitions``: CRC-32 of its UTF-8 bytes, modulo
+        ``partitions``. Stable across processes and versions (unlike ``hash()``), so every
+        sender puts one key on one partition."""
+        if partitions <= 1:
+            return 0
+        raw = key.encode() if isinstance(key, str) else key
+        return zlib.crc32(raw) % partitions
 
     def reply_key(self, service: str, client_id: str) -> str:
         """The list on which one client process of ``service`` collects its replies."""
@@ -131,7 +170,10 @@ class QueueManager:
         if match is None:
             raise InvalidKeyError(f"{key[:200]!r} is not a key of {self._base}")
         kind = KeyKind(match["kind"] or "reply")
-        return ParsedKey(kind, match["service"], match["client"])
+        partition = int(match["partition"] or 0)
+        if partition >= MAX_PARTITIONS or (partition and kind is KeyKind.REPLY):
+            raise InvalidKeyError(f"{key[:200]!r} is not a key of {self._base}")
+        return ParsedKey(kind, match["service"], match["client"], partition)
 
     def is_valid_target(self, key: str) -> bool:
         """True for keys a message may ask a worker to write to (action streams, reply keys)."""

@@ -27,7 +27,7 @@ from common.workers.cancel import cancel_and_wait, wait_event
 from common.workers.leases import LeaseKeeper
 from common.workers.logs import ContextLogger
 from common.workers.outbox import Outbox
-from common.workers.outcome import Delivery, Fail, Outcome, Write
+from common.workers.outcome import Delivery, Fail, HeldKey, Outcome, Write
 from common.workers.reading import StreamReading, is_nogroup
 from common.workers.retry import RetryPolicy
 from common.workers.settlement import Settlement
@@ -76,10 +76,10 @@ class StreamConsumer(StreamReading, Settlement, ABC):
             more_streams=dict(more_streams or {}),
         )
         self.leases = LeaseKeeper(self)
-        self.held: dict[bytes, Delivery] = {}  # every entry this consumer holds, by id
+        self.held: dict[HeldKey, Delivery] = {}  # every entry held, by (stream, id)
         self.intake: list[Delivery] = []  # claimed by a reclaimer, waiting to run
-        self._retries: list[tuple[float, bytes]] = []  # heap of (due, entry id)
-        self._waiting: dict[bytes, Delivery] = {}
+        self._retries: list[tuple[float, HeldKey]] = []  # heap of (due, (stream, entry id))
+        self._waiting: dict[HeldKey, Delivery] = {}
         self._embedded = is_embedded(redis)
         self._stopping = asyncio.Event()
         self._initialized = False
@@ -261,7 +261,7 @@ class StreamConsumer(StreamReading, Settlement, ABC):
             for delivery in batch:
                 if self._stopping.is_set():
                     break  # read but not started: released for another consumer at drain
-                if self.held.get(delivery.entry_id) is not delivery:
+                if self.held.get(delivery.key) is not delivery:
                     continue  # a lease renewal found it taken over
                 if time.monotonic() - started >= self.leases.period_s and not (
                     await self._still_ours(delivery)
@@ -285,7 +285,7 @@ class StreamConsumer(StreamReading, Settlement, ABC):
         for delivery in batch:
             if not await self._acquire_slot():  # stopping: the rest is released at drain
                 break
-            if self.held.get(delivery.entry_id) is not delivery or (
+            if self.held.get(delivery.key) is not delivery or (
                 time.monotonic() - started >= self.leases.period_s
                 and not await self._still_ours(delivery)
             ):
@@ -320,7 +320,7 @@ class StreamConsumer(StreamReading, Settlement, ABC):
             return bool(await self.leases.confirm([delivery]))
         except CONNECTION_ERRORS as exc:
             # Unsure: do not run it, and stop renewing it, so that it is reclaimed.
-            self.held.pop(delivery.entry_id, None)
+            self.held.pop(delivery.key, None)
             self.log.warning(
                 "could not confirm %s (%s); leaving it to be reclaimed",
                 self._describe(delivery),

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.workers.cancel import cancel_and_wait
 from common.workers.hygiene import remove_consumer_if_empty
-from common.workers.outcome import Delivery
+from common.workers.outcome import Delivery, HeldKey
 
 if TYPE_CHECKING:
     from common.workers.engine import StreamConsumer
@@ -98,29 +98,29 @@ class LeaseKeeper:
         # Slack for clock granularity (Redis counts whole milliseconds); far below the timeout,
         # so a claim can never reach an entry another consumer took over.
         self.margin_ms = max(5, min(100, self.visibility_ms // 20))
-        self.gone: set[bytes] = set()  # held entries found deleted while their handler runs
-        self._reset_at: dict[bytes, float] = {}  # when our last renewal of an entry replied
+        self.gone: set[HeldKey] = set()  # held entries found deleted while their handler runs
+        self._reset_at: dict[HeldKey, float] = {}  # when our last renewal of an entry replied
         self._lock = asyncio.Lock()
         self._renew_script = consumer.redis.register_script(_RENEW)
         self._release_script = consumer.redis.register_script(_RELEASE)
 
     def _since_reset(self, d: Delivery, now: float) -> float:
         """Seconds since this consumer last reset ``d``'s idle time (a lower bound)."""
-        return now - max(d.touched, self._reset_at.get(d.entry_id, 0.0))
+        return now - max(d.touched, self._reset_at.get(d.key, 0.0))
 
     def _lose(self, d: Delivery) -> None:
         """``d`` was taken over by another consumer: stop holding it, and count it."""
         c = self.consumer
         c.log.warning("lost entry %s to another consumer", d.entry_id.decode())
         c.stats.lost += 1
-        c.held.pop(d.entry_id, None)
+        c.held.pop(d.key, None)
 
-    async def _renew(self, deliveries: list[Delivery]) -> tuple[set[bytes], set[bytes]]:
+    async def _renew(self, deliveries: list[Delivery]) -> tuple[set[HeldKey], set[HeldKey]]:
         """Reset the idle time of ``deliveries`` that are still ours; returns the ids taken over
         by another consumer and those deleted from their stream (left pending)."""
         c = self.consumer
-        taken: set[bytes] = set()
-        deleted: set[bytes] = set()
+        taken: set[HeldKey] = set()
+        deleted: set[HeldKey] = set()
         renewed = 0
         by_stream: dict[str, list[Delivery]] = defaultdict(list)
         for d in deliveries:
@@ -140,15 +140,15 @@ class LeaseKeeper:
                     if result == 1:
                         renewed += 1
                         d.touched = now
-                        self._reset_at[d.entry_id] = now
+                        self._reset_at[d.key] = now
                     elif result == -1:
-                        deleted.add(d.entry_id)
+                        deleted.add(d.key)
                     else:
-                        taken.add(d.entry_id)
+                        taken.add(d.key)
         c.stats.lease_renewals += renewed
         self.gone |= deleted
         for d in deliveries:
-            if d.entry_id in taken and c.held.get(d.entry_id) is d:
+            if d.key in taken and c.held.get(d.key) is d:
                 self._lose(d)
         return taken, deleted
 
@@ -162,7 +162,7 @@ class LeaseKeeper:
         stale = [
             d
             for d in held.values()
-            if self._since_reset(d, now) >= self.period_s and d.entry_id not in self.gone
+            if self._since_reset(d, now) >= self.period_s and d.key not in self.gone
         ]
         if stale:
             await self._renew(stale)
@@ -181,13 +181,13 @@ class LeaseKeeper:
         blocked) is renewed first, and dropped, counted as lost, if another consumer took it
         over meanwhile. Otherwise no round trip is made."""
         c = self.consumer
-        deliveries = [d for d in deliveries if c.held.get(d.entry_id) is d]
+        deliveries = [d for d in deliveries if c.held.get(d.key) is d]
         now = time.monotonic()
         doubtful = [d for d in deliveries if self._since_reset(d, now) >= 2 * self.period_s]
         if not doubtful:
             return deliveries
         taken, _ = await self._renew(doubtful)
-        return [d for d in deliveries if d.entry_id not in taken]
+        return [d for d in deliveries if d.key not in taken]
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -241,7 +241,7 @@ class LeaseKeeper:
             for item in page:
                 entry_id = item["message_id"]
                 assert isinstance(entry_id, bytes)
-                held = c.held.get(entry_id)
+                held = c.held.get((stream, entry_id))
                 # Read but never started: its delivery is given back (the reclaimer's claim
                 # counts it again), so the hand-back costs no attempt of its retry budget.
                 unstarted = held is not None and not held.started

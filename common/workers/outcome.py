@@ -23,6 +23,7 @@ __all__ = [
     "DeadLetterReason",
     "Delivery",
     "Fail",
+    "HeldKey",
     "ListPush",
     "Outcome",
     "StreamAdd",
@@ -42,6 +43,10 @@ class DeadLetterReason(StrEnum):
     REJECTED = "rejected"
 
 
+HeldKey = tuple[str, bytes]
+"""(stream, entry id): the key of a held delivery."""
+
+
 @dataclass(slots=True, eq=False)
 class Delivery:
     """One stream entry held by this consumer, from read (or claim) to settlement."""
@@ -54,6 +59,12 @@ class Delivery:
     started: bool = False  # its handler was started (a hand-back then costs an attempt)
     policy: RetryPolicy | None = None  # this delivery's handler's policy (None: the consumer's)
     stream: str = ""  # the stream it was read from ("": the consumer's first stream)
+
+    @property
+    def key(self) -> HeldKey:
+        """What identifies it among a consumer's held entries: entry ids are unique per
+        stream only (two streams, two partitions or topics, often give the same id)."""
+        return (self.stream, self.entry_id)
 
     @property
     def first_seen_ms(self) -> int:

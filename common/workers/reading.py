@@ -33,7 +33,7 @@ from redis.exceptions import ResponseError
 
 from common.clients.embedded import change_signal
 from common.clients.redis_manager import is_cluster
-from common.workers.outcome import Delivery
+from common.workers.outcome import Delivery, HeldKey
 from common.workers.stats import WorkerStats
 
 __all__ = ["StreamReading", "is_nogroup"]
@@ -50,7 +50,7 @@ class StreamReading:
     streams: dict[str, str]  # every stream read -> its dead-letter stream
     group: str
     consumer: str
-    held: dict[bytes, Delivery]
+    held: dict[HeldKey, Delivery]
     stats: WorkerStats
     log: logging.LoggerAdapter  # type: ignore[type-arg]
     _embedded: bool
@@ -93,7 +93,7 @@ class StreamReading:
                 if fields is None:  # deleted between delivery and read; nothing to run
                     continue
                 delivery = Delivery(entry_id, fields, 1, now, stream=stream)
-                held[entry_id] = delivery
+                held[delivery.key] = delivery
                 batch.append(delivery)
         self.stats.read += len(batch)
         return batch

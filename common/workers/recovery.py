@@ -250,7 +250,7 @@ class Reclaimer:
                 refused.append((entry_id, count))
                 continue
             delivery = Delivery(entry_id, fields, count, now, stream=self.stream)
-            target.held[entry_id] = delivery
+            target.held[delivery.key] = delivery
             deliveries.append(delivery)
         if gone:
             target.stats.deleted_while_pending += gone

@@ -17,7 +17,16 @@ from typing import TYPE_CHECKING
 from common.models.actions import ErrorDetail
 from common.workers.cancel import wait_event
 from common.workers.delays import Claimed, ScheduleRetry, claim_due, delay_set_key
-from common.workers.outcome import Ack, DeadLetter, DeadLetterReason, Delivery, Fail, Outcome, Write
+from common.workers.outcome import (
+    Ack,
+    DeadLetter,
+    DeadLetterReason,
+    Delivery,
+    Fail,
+    HeldKey,
+    Outcome,
+    Write,
+)
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -38,10 +47,10 @@ class Settlement:
     stats: WorkerStats
     retry_policy: RetryPolicy
     leases: LeaseKeeper
-    held: dict[bytes, Delivery]
+    held: dict[HeldKey, Delivery]
     log: logging.LoggerAdapter  # type: ignore[type-arg]
-    _retries: list[tuple[float, bytes]]
-    _waiting: dict[bytes, Delivery]  # scheduled retries this consumer waits for, by entry id
+    _retries: list[tuple[float, HeldKey]]
+    _waiting: dict[HeldKey, Delivery]  # scheduled retries this consumer waits for
     streams: dict[str, str]
     stream: str
     group: str
@@ -82,7 +91,7 @@ class Settlement:
             self._flush_wanted.set()
             # Wait for it here too (the read loop's block time counts it from now on); the
             # delay set is the truth, and the claim needs it written first.
-            heapq.heappush(self._retries, (time.monotonic() + delay, delivery.entry_id))
+            heapq.heappush(self._retries, (time.monotonic() + delay, delivery.key))
             self.stats.failed += 1
             self.log.warning(
                 "%s failed (attempt %d/%d, retry in %.2fs): %s: %s",
@@ -155,9 +164,9 @@ class Settlement:
     def _account(self, result: FlushResult) -> None:
         held = self.held
         for item in result.done:
-            held.pop(item.entry_id, None)
+            held.pop(item.delivery.key, None)
             if not item.ack:  # scheduled in the delay set: no lease any more
-                self._waiting[item.entry_id] = item.delivery
+                self._waiting[item.delivery.key] = item.delivery
         self.stats.acked += len(result.done)
         for item in result.refused:
             assert item.dead is not None
@@ -208,25 +217,25 @@ class Settlement:
         first is simply not ours any more; one deleted meanwhile is counted."""
         now = time.monotonic()
         due: list[Delivery] = []
-        later: list[bytes] = []
+        later: list[HeldKey] = []
         while self._retries and self._retries[0][0] <= now:
-            _, entry_id = heapq.heappop(self._retries)
-            delivery = self._waiting.pop(entry_id, None)
+            _, key = heapq.heappop(self._retries)
+            delivery = self._waiting.pop(key, None)
             if delivery is not None:
                 due.append(delivery)
-            elif entry_id in self.held:  # its schedule is still on its way to Redis
-                later.append(entry_id)
-        for entry_id in later:
-            heapq.heappush(self._retries, (now + 0.01, entry_id))
+            elif key in self.held:  # its schedule is still on its way to Redis
+                later.append(key)
+        for key in later:
+            heapq.heappush(self._retries, (now + 0.01, key))
         if not due:
             return []
-        claimed: Claimed = {}
+        claimed: dict[str, Claimed] = {}  # per stream: entry ids are unique per stream only
         by_stream: dict[str, list[bytes]] = {}
         for d in due:
             by_stream.setdefault(self.stream_of(d), []).append(d.entry_id)
         for stream, ids in by_stream.items():
             try:
-                claimed |= await claim_due(
+                claimed[stream] = await claim_due(
                     self.redis, stream, self.group, self.consumer, ids, _now_ms() + 5
                 )
             except Exception as exc:  # they stay in the delay set: a reclaimer takes them
@@ -234,9 +243,10 @@ class Settlement:
         batch = []
         now = time.monotonic()
         for delivery in due:
-            if delivery.entry_id not in claimed:
+            of_stream = claimed.get(self.stream_of(delivery), {})
+            if delivery.entry_id not in of_stream:
                 continue  # a reclaimer took it first
-            got = claimed[delivery.entry_id]
+            got = of_stream[delivery.entry_id]
             if got is None:
                 self.stats.deleted_while_pending += 1
                 self.log.warning(
@@ -246,7 +256,7 @@ class Settlement:
             else:
                 delivery.attempt, delivery.fields = got
                 delivery.touched = now
-                self.held[delivery.entry_id] = delivery
+                self.held[delivery.key] = delivery
                 batch.append(delivery)
         self.stats.retried += len(batch)
         return batch

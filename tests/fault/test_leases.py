@@ -145,7 +145,7 @@ async def test_entry_trimmed_while_its_handler_runs_is_left_to_the_handler(
     client = BaseRedisClient("api", redis, settings)
     delivery = await _read_one(worker, client)
     await _trim_then_renew(redis, worker, delivery)
-    assert worker.held.get(delivery.entry_id) is delivery
+    assert worker.held.get(delivery.key) is delivery
     assert worker.stats.deleted_while_pending == 0 and worker.stats.lost == 0
     # Still pending: if this worker died now, a reclaimer would find and count it.
     assert [p["message_id"] for p in await _pel(redis, worker)] == [delivery.entry_id]

@@ -107,6 +107,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--jitter", type=float, default=0.1)
     p.add_argument("--grace", type=float, default=5.0)
     p.add_argument("--stream-maxlen", type=int, default=0)
+    p.add_argument("--partitions", type=int, default=1)
     p.add_argument("--consumer-idle-timeout", type=float, default=3600.0)
     p.add_argument("--stats-interval", type=float, default=0.2)
     p.add_argument("--log-level", default="INFO")
@@ -160,6 +161,7 @@ async def main(argv: list[str]) -> int:
         retry_jitter=args.jitter,
         shutdown_grace_s=args.grace,
         stream_maxlen=args.stream_maxlen,
+        stream_partitions=args.partitions,
         consumer_idle_timeout_s=args.consumer_idle_timeout,
     )
     records = aioredis.Redis.from_url(args.record_url or args.redis_url)

@@ -131,8 +131,8 @@ async def test_release_all_clears_the_intake(
     )
     from common.workers.outcome import Delivery
 
-    delivery = Delivery(entry_id, reply[0][1], 2, 0.0)
-    worker.held[entry_id] = delivery
+    delivery = Delivery(entry_id, reply[0][1], 2, 0.0, stream=worker.action_stream_name)
+    worker.held[delivery.key] = delivery
     worker.intake.append(delivery)
     released = await worker.leases.release_all()
     assert released == 1

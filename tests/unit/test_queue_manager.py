@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import zlib
+from collections import Counter
 
 import pytest
 
-from common.clients.queue_manager import KeyKind, QueueManager
-from common.errors import InvalidKeyError
+from common.clients.queue_manager import MAX_PARTITIONS, KeyKind, QueueManager
+from common.config import CommonAppSettings
+from common.errors import ConfigurationError, InvalidKeyError
 
 qm = QueueManager("app", "prod")
 
@@ -127,3 +130,65 @@ def test_invalid_names_are_refused() -> None:
             qm.action_stream(bad)
     with pytest.raises(InvalidKeyError):
         QueueManager("bad prefix", "dev")
+
+
+def test_partition_zero_is_the_action_stream_and_the_others_have_their_own_hash_tags() -> None:
+    streams = qm.partition_streams("users", 3)
+    assert streams == {
+        "app:prod:{users}:actions": "app:prod:{users}:dlq",
+        "app:prod:{users:1}:actions": "app:prod:{users:1}:dlq",
+        "app:prod:{users:2}:actions": "app:prod:{users:2}:dlq",
+    }
+    assert qm.partition_streams("users", 1) == {
+        qm.action_stream("users"): qm.dead_letter_stream("users")
+    }
+
+
+def test_partition_keys_parse_and_are_valid_targets() -> None:
+    parsed = qm.parse("app:prod:{users:5}:actions")
+    assert (parsed.kind, parsed.service, parsed.partition) == (KeyKind.ACTIONS, "users", 5)
+    assert qm.parse("app:prod:{users:127}:dlq").partition == 127
+    assert qm.parse("app:prod:{users}:actions").partition == 0
+    assert qm.is_valid_target("app:prod:{users:5}:actions")
+    assert not qm.is_valid_target("app:prod:{users:5}:dlq")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "app:prod:{users:0}:actions",  # partition 0 has no suffix: one name per stream
+        "app:prod:{users:01}:actions",
+        "app:prod:{users:128}:actions",  # past MAX_PARTITIONS
+        "app:prod:{users:-1}:actions",
+        "app:prod:{users:1}:reply:abc",  # reply keys have no partition
+        "app:prod:{users:}:actions",
+    ],
+)
+def test_malformed_partition_keys_are_refused(key: str) -> None:
+    with pytest.raises(InvalidKeyError):
+        qm.parse(key)
+    assert not qm.is_valid_target(key)
+
+
+def test_partition_numbers_out_of_range_are_refused() -> None:
+    with pytest.raises(InvalidKeyError):
+        qm.action_stream("users", MAX_PARTITIONS)
+    with pytest.raises(InvalidKeyError):
+        qm.action_stream("users", -1)
+
+
+def test_partition_of_is_stable_and_spreads() -> None:
+    # CRC-32 (not the salted hash()): the same partition in every process and version.
+    assert QueueManager.partition_of("tenant-42", 6) == zlib.crc32(b"tenant-42") % 6
+    assert QueueManager.partition_of(b"tenant-42", 6) == QueueManager.partition_of("tenant-42", 6)
+    assert QueueManager.partition_of("anything", 1) == 0
+    counts = Counter(QueueManager.partition_of(f"key-{i}", 6) for i in range(6000))
+    assert set(counts) == set(range(6)) and min(counts.values()) > 800
+
+
+def test_max_partitions_is_the_settings_bound() -> None:
+    CommonAppSettings(stream_partitions=MAX_PARTITIONS)
+    with pytest.raises(ConfigurationError):
+        CommonAppSettings(stream_partitions=MAX_PARTITIONS + 1)
+    with pytest.raises(ConfigurationError):
+        CommonAppSettings(stream_partitions=0)
