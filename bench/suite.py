@@ -9,7 +9,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bench import declarative, embedded, memory, ours, placement, raw
+from bench import crash, declarative, embedded, memory, ours, placement, raw, slow_calls
 from bench.report import Row
 from bench.serve import Served
 from bench.workload import (
@@ -49,6 +49,11 @@ class Sizes:
     embedded_drain: int = 1_000  # pre-loaded actions drained on memory://
     embedded_idle_s: float = 2.0  # idle pool watched for its CPU use
     embedded_workers: int = 4
+    queued_calls: int = 100  # pseudo-sync calls queued behind a slow handler
+    queued_timeout_s: float = 1.5  # their timeout
+    slow_handler_s: float = 0.02  # the slow handler (queued calls, SIGKILL)
+    crash_actions: int = 150  # backlog of the SIGKILL scenario
+    crash_kill_after: int = 40  # handled actions before the SIGKILL (mid-batch)
 
 
 SMOKE = Sizes(
@@ -63,6 +68,8 @@ SMOKE = Sizes(
     memory=5_000,
     embedded_calls=100,
     embedded_idle_s=0.5,
+    crash_actions=60,
+    crash_kill_after=20,
 )
 
 EMBEDDED_P50_MS = 5.0  # budget of a pseudo-sync round trip on memory://
@@ -407,6 +414,103 @@ class Suite:
             ),
         ]
 
+    async def slow_calls(self) -> list[Row]:
+        """Pseudo-sync calls queued behind a slow handler: how many are answered in time."""
+        s = self.sizes
+        handler_ms, timeout = s.slow_handler_s * 1000, s.queued_timeout_s
+        self.log(
+            f"slow calls: {s.queued_calls} pseudo-sync calls ({timeout:g} s timeout) queued "
+            f"behind a {handler_ms:g} ms handler, 1 worker, batch 100, concurrency 1"
+        )
+        url = self.url
+        r = await self._runs(
+            {
+                "queued": lambda: slow_calls.queued_calls(
+                    url, new_prefix(), s.queued_calls, s.slow_handler_s, timeout
+                )
+            }
+        )
+        runs = r["queued"]
+        servable = min(s.queued_calls, round(timeout / s.slow_handler_s))
+        answered = median([run["answered"] for run in runs])
+        first = median([run["first_settled_ms"] for run in runs])
+        label = f"{s.queued_calls} pseudo-sync calls queued behind a {handler_ms:g} ms handler"
+        return [
+            Row(
+                "slow_calls_answered",
+                f"{label}: answered within {timeout:g} s",
+                "calls",
+                answered,
+                None,
+                target=0.75,
+                ratio=answered / servable,
+                ratio_of=f"of {servable} servable",
+                detail={"runs": runs},
+            ),
+            Row(
+                "slow_calls_first_reply",
+                f"{label}: first reply",
+                "ms",
+                first,
+                None,
+                target=0.10,
+                lower_is_better=True,
+                ratio=first / (timeout * 1000),
+                ratio_of=f"of {timeout:g} s",
+            ),
+        ]
+
+    async def sigkill(self) -> list[Row]:
+        """A worker process SIGKILLed mid-batch with 20 ms handlers; a second one finishes."""
+        s = self.sizes
+        self.log(
+            f"sigkill: {s.crash_actions} actions, {s.slow_handler_s * 1000:g} ms handlers, "
+            f"worker process SIGKILLed after {s.crash_kill_after}, a second one finishes"
+        )
+        url, uvloop = self.url, self.uvloop
+        r = await self._runs(
+            {
+                "crash": lambda: crash.sigkill_duplicates(
+                    url,
+                    new_prefix(),
+                    s.crash_actions,
+                    s.crash_kill_after,
+                    s.slow_handler_s,
+                    uvloop=uvloop,
+                )
+            }
+        )
+        runs = r["crash"]
+        duplicates = median([run["duplicates"] for run in runs])
+        at_kill = median([run["handled_at_kill"] for run in runs])
+        lost = max(run["lost"] for run in runs)  # any loss counts, not the median
+        return [
+            Row(
+                "sigkill_duplicates",
+                f"SIGKILL mid-batch, {s.slow_handler_s * 1000:g} ms handlers: duplicate runs",
+                "runs",
+                duplicates,
+                None,
+                target=0.10,
+                lower_is_better=True,
+                ratio=duplicates / at_kill,
+                ratio_of=f"of {at_kill:g} handled before",
+                detail={"runs": runs},
+            ),
+            Row(
+                "sigkill_lost",
+                f"SIGKILL mid-batch, {s.slow_handler_s * 1000:g} ms handlers: lost actions",
+                "actions",
+                lost,
+                None,
+                target=0.0,
+                lower_is_better=True,
+                ratio=lost / s.crash_actions,
+                ratio_of="of all",
+                detail={"lost_runs": [run["lost"] for run in runs]},
+            ),
+        ]
+
     async def cluster(self) -> list[Row]:
         """Drain and end-to-end on a local 3-master cluster, P = 1 and 6 (see bench/cluster.py).
         It starts a cluster of its own, so it runs only when asked for (``--only cluster``)."""
@@ -422,6 +526,8 @@ class Suite:
             "pseudo_sync": self.pseudo_sync,
             "memory": self.memory,
             "embedded": self.embedded,
+            "slow_calls": self.slow_calls,
+            "sigkill": self.sigkill,
             "declarative": lambda: declarative.scenario(self),
             "cluster": self.cluster,
         }
@@ -439,6 +545,8 @@ SCENARIOS = (
     "pseudo_sync",
     "memory",
     "embedded",
+    "slow_calls",
+    "sigkill",
     "declarative",
     "cluster",
 )
@@ -451,8 +559,11 @@ def sizes_dict(sizes: Sizes) -> dict[str, Any]:
 def _short(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(
-            f"{k} {v:.1f}" if k.endswith("_ms") else f"{k} {_short(v)}" for k, v in value.items()
+            f"{k} {v:.1f}" if k.endswith("_ms") and isinstance(v, float) else f"{k} {_short(v)}"
+            for k, v in value.items()
         )
+    if value is None or isinstance(value, bool | int | str):
+        return str(value)
     if isinstance(value, list):
         return f"p50 {percentile(value, 0.5) * 1000:.3f} ms over {len(value)} calls"
     return f"{value:,.0f}/s"
