@@ -92,6 +92,7 @@ class StreamConsumer(StreamReading, Settlement, ABC):
         self._flush_closing = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._outbox_progress = asyncio.Event()  # set after each flush attempt, and by stop()
+        self._ack_timer: asyncio.TimerHandle | None = None  # a deferred XACK's flush
         # Settled entries the outbox may hold before reading pauses until they are written.
         self._outbox_limit = 2 * max(settings.worker_batch_size, settings.worker_concurrency)
         self._inline: Delivery | None = None  # the delivery a concurrency-1 loop is running
@@ -281,6 +282,9 @@ class StreamConsumer(StreamReading, Settlement, ABC):
                 finally:
                     self._inline = None
                 self._settle(delivery, outcome)
+            # The batch's last replies leave now, in this task, before reading on (the flusher
+            # would send them a task switch later); their XACKs follow from the flusher.
+            await self._write_replies_now()
             return
         for delivery in batch:
             if not await self._acquire_slot():  # stopping: the rest is released at drain

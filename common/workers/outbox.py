@@ -163,18 +163,23 @@ class Outbox:
     def add_dead(self, delivery: Delivery, dead: DeadLetter) -> None:
         self.items.append(Settled(delivery, dead.writes, dead))
 
-    async def flush(self, redis: aioredis.Redis) -> FlushResult:
+    async def flush(self, redis: aioredis.Redis, *, writes_only: bool = False) -> FlushResult:
         """Write what is settled; return what is done. Never raises for a Redis error: what
         could not be written stays in the outbox and the error is returned, for the caller to
-        back off and flush again. (Only cancellation propagates, the items put back first.)"""
+        back off and flush again. (Only cancellation propagates, the items put back first.)
+
+        ``writes_only``: just round trip 1 (the writes, and the XACK of entries that need
+        none); entries whose writes it confirmed stay in the outbox for their XACK, which the
+        next flush sends (without writing again)."""
         result = FlushResult()
         items, self.items = self.items, []
         if not items:
             return result
         try:
             acks = await self._write(redis, items, result)
-            await self._ack(redis, acks, result)
-            await self._dead_letter(redis, [i for i in items if i.dead is not None], result)
+            if not writes_only:
+                await self._ack(redis, acks, result)
+                await self._dead_letter(redis, [i for i in items if i.dead is not None], result)
         except BaseException as exc:
             if not isinstance(exc, Exception):  # cancelled: put back what is not done
                 self._keep_undone(items, result)
