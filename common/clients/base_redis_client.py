@@ -28,6 +28,7 @@ from common.errors import (
 )
 from common.models.actions import ActionType, DomainAction, DomainActionResponse
 from common.models.codec import ACTION_FIELD, encode_action
+from common.observability.tracing import instrument_client
 
 __all__ = ["CONSUMER_CHECK_TIMEOUT_S", "BaseRedisClient"]  # the timeout: re-exported
 
@@ -113,6 +114,7 @@ class BaseRedisClient:
         self._flusher: asyncio.Task[None] | None = None
         self._idle_waiters: list[asyncio.Future[None]] = []  # close() waiting for the sends
         self._consumers = ConsumerCheck(redis)  # does anybody consume where we send?
+        instrument_client(self)  # tracing (decided once, here): wraps the send methods
 
     @property
     def late_replies(self) -> int:

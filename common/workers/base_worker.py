@@ -27,6 +27,8 @@ from common.errors import (
 )
 from common.models.actions import DomainAction, DomainActionResponse, ErrorDetail
 from common.models.codec import ACTION_FIELD_BYTES, decode_action
+from common.observability.logs import bind_delivery, reset_delivery
+from common.observability.tracing import instrument_worker
 from common.workers.engine import StreamConsumer
 from common.workers.outcome import Ack, DeadLetter, DeadLetterReason, Delivery, Fail, Outcome, Write
 from common.workers.replies import ReplyBuilder, check_result, to_response
@@ -96,6 +98,7 @@ class BaseWorker(StreamConsumer, ABC):
             dead_letter_stream=self.dead_letter_stream_name,
             retry_policy=retry_policy,
         )
+        instrument_worker(self)  # tracing (decided once, here): wraps _handle_action
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -234,7 +237,11 @@ class BaseWorker(StreamConsumer, ABC):
                 DeadLetterReason.EXPIRED, error, self._replies.failure_writes(action, error, 504)
             )
         try:
-            result = await self._handle_action(action)
+            bound = bind_delivery(self.service_name, self.consumer_name, action.trace_id)
+            try:  # log lines written by the handler carry the action's trace id
+                result = await self._handle_action(action)
+            finally:
+                reset_delivery(bound)
             try:
                 if action.callback_queue_name is None:  # fire-and-forget: nothing to build
                     check_result(action, result)
