@@ -28,7 +28,7 @@ from common.errors import (
 )
 from common.models.actions import ActionType, DomainAction, DomainActionResponse
 from common.models.codec import ACTION_FIELD, encode_action
-from common.observability.tracing import instrument_client
+from common.observability.hooks import instrument_client
 
 __all__ = ["CONSUMER_CHECK_TIMEOUT_S", "BaseRedisClient"]  # the timeout: re-exported
 

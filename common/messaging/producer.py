@@ -26,7 +26,7 @@ from common.errors import SendTimeoutError
 from common.messaging.events import Event, encode_event
 from common.messaging.settings import messaging_settings
 from common.naming import is_topic_name
-from common.observability.tracing import instrument_producer
+from common.observability.hooks import instrument_producer
 
 __all__ = ["Producer", "get_producer", "publish", "publish_event"]
 

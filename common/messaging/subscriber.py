@@ -23,8 +23,7 @@ from common.messaging.events import Event, decode_event
 from common.messaging.handler import Handler, publish_write
 from common.messaging.subscription import Subscription
 from common.models.actions import ErrorDetail
-from common.observability.logs import bind_delivery, reset_delivery
-from common.observability.tracing import instrument_subscriber
+from common.observability.hooks import instrument_subscriber
 from common.workers.engine import StreamConsumer
 from common.workers.outcome import Ack, DeadLetter, DeadLetterReason, Delivery, Outcome, Write
 from common.workers.retry import RetryPolicy
@@ -72,7 +71,7 @@ class TopicSubscriber(StreamConsumer):
         self.unhandled = 0
         self.handled_by: dict[str, int] = {}
         self._policies: dict[Handler, RetryPolicy | None] = {}
-        self._run_handler = Handler.run  # tracing (decided once, here) may wrap it
+        self._run_handler = Handler.run  # Handler.run, unless instrumented (decided here)
         instrument_subscriber(self)
 
     async def _process_delivery(self, delivery: Delivery) -> Outcome:
@@ -97,13 +96,9 @@ class TopicSubscriber(StreamConsumer):
             delivery.policy = policy
         context = ActionContext(self, delivery, event, auto_ack=self.subscription.auto_ack)
         policy = delivery.policy or self.retry_policy
-        bound = bind_delivery(self.settings.service_name, self.consumer, event.trace_id)
-        try:  # log lines written by the handler carry the event's trace id
-            outcome = await self._run_handler(
-                handler, event, context, self.queues, self.settings, policy
-            )
-        finally:
-            reset_delivery(bound)
+        outcome = await self._run_handler(
+            handler, event, context, self.queues, self.settings, policy
+        )
         if isinstance(outcome, Ack):
             self.handled_by[handler.name] = self.handled_by.get(handler.name, 0) + 1
         return context.resolve(outcome)

@@ -12,6 +12,7 @@ from common.observability.logs import (
     bind_delivery,
     configure_json_logging,
     current_trace_id,
+    enable_delivery_context,
     reset_delivery,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "bind_delivery",
     "configure_json_logging",
     "current_trace_id",
+    "enable_delivery_context",
     "reset_delivery",
 ]

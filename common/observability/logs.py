@@ -7,6 +7,11 @@ by the toolkit or by the handler's own loggers, can say which action or event it
 record (``%(trace_id)s``) for any other formatter. Nothing is configured by default: the
 ``common`` logger only has a ``NullHandler``; :func:`configure_json_logging` opts in.
 
+The binding costs a little per message, so it is switched on only once something reads it:
+making a :class:`JsonFormatter` or a :class:`DeliveryLogFilter` (or calling
+:func:`enable_delivery_context`) switches it on for the workers constructed from then on.
+Configure logging before the workers are made (as any application does at start-up).
+
 Connection URLs in messages and tracebacks are written with their passwords redacted.
 """
 
@@ -15,6 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -27,8 +33,12 @@ __all__ = [
     "DeliveryLogFilter",
     "JsonFormatter",
     "bind_delivery",
+    "bind_subscriber",
+    "bind_worker",
     "configure_json_logging",
     "current_trace_id",
+    "delivery_context_enabled",
+    "enable_delivery_context",
     "redact_text",
     "reset_delivery",
 ]
@@ -37,6 +47,8 @@ __all__ = [
 _delivery: ContextVar[tuple[str, str, str | None] | None] = ContextVar(
     "common_delivery", default=None
 )
+
+_wanted = False  # is the delivery context read by anybody (a JsonFormatter, a filter)?
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 
@@ -58,6 +70,51 @@ def current_trace_id() -> str | None:
     return bound[2] if bound is not None else None
 
 
+def enable_delivery_context() -> None:
+    """Bind the delivery context in the workers constructed from now on."""
+    global _wanted
+    _wanted = True
+
+
+def delivery_context_enabled() -> bool:
+    return _wanted
+
+
+def bind_worker(worker: Any) -> None:
+    """Make a ``BaseWorker`` bind each action's context while its handler runs (if enabled)."""
+    if not _wanted:
+        return
+    handle: Callable[[Any], Awaitable[Any]] = worker._handle_action
+    service, consumer = worker.service_name, worker.consumer_name
+
+    async def bound(action: Any) -> Any:
+        token = _delivery.set((service, consumer, action.trace_id))
+        try:
+            return await handle(action)
+        finally:
+            _delivery.reset(token)
+
+    worker._handle_action = bound
+
+
+def bind_subscriber(subscriber: Any) -> None:
+    """Make a ``TopicSubscriber`` bind each event's context while its handler runs (if
+    enabled)."""
+    if not _wanted:
+        return
+    run: Callable[..., Awaitable[Any]] = subscriber._run_handler
+    service, consumer = subscriber.settings.service_name, subscriber.consumer
+
+    async def bound(handler: Any, event: Any, *args: Any) -> Any:
+        token = _delivery.set((service, consumer, event.trace_id))
+        try:
+            return await run(handler, event, *args)
+        finally:
+            _delivery.reset(token)
+
+    subscriber._run_handler = bound
+
+
 def redact_text(text: str) -> str:
     """``text`` with the password of every URL in it replaced by ``***``."""
     if "://" not in text:
@@ -68,6 +125,10 @@ def redact_text(text: str) -> str:
 class DeliveryLogFilter(logging.Filter):
     """Adds ``service``, ``consumer`` and ``trace_id`` to each record (None outside a
     handler, unless the record has them already). Attach it to a handler."""
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        enable_delivery_context()
 
     def filter(self, record: logging.LogRecord) -> bool:
         bound = _delivery.get()
@@ -86,6 +147,7 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, service: str | None = None) -> None:
         super().__init__()
         self.service = service
+        enable_delivery_context()
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {

@@ -43,11 +43,11 @@ __all__ = [
     "current_traceparent",
     "disable",
     "enable",
-    "instrument_client",
-    "instrument_producer",
-    "instrument_subscriber",
-    "instrument_worker",
     "is_enabled",
+    "trace_client",
+    "trace_producer",
+    "trace_subscriber",
+    "trace_worker",
 ]
 
 ENV_VAR = "COMMON_TRACING"
@@ -155,7 +155,7 @@ def _with_traceparent(otel: _Otel, action: Any) -> Any:
     return action.model_copy(update={"metadata": {**action.metadata, TRACEPARENT: traceparent}})
 
 
-def instrument_client(client: Any) -> None:
+def trace_client(client: Any) -> None:
     """Trace the sends of a ``BaseRedisClient`` (when tracing is on; else nothing)."""
     otel = _active()
     if otel is None:
@@ -210,7 +210,7 @@ def instrument_client(client: Any) -> None:
     client.send_actions_async = traced_send_many
 
 
-def instrument_worker(worker: Any) -> None:
+def trace_worker(worker: Any) -> None:
     """Trace the actions a ``BaseWorker`` handles (when tracing is on; else nothing)."""
     otel = _active()
     if otel is None:
@@ -247,7 +247,7 @@ def _event_attributes(event: Any, topic: str, operation: str) -> dict[str, Any]:
     }
 
 
-def instrument_producer(producer: Any) -> None:
+def trace_producer(producer: Any) -> None:
     """Trace the events a ``Producer`` publishes (when tracing is on; else nothing)."""
     otel = _active()
     if otel is None:
@@ -269,7 +269,7 @@ def instrument_producer(producer: Any) -> None:
     producer.send_event = traced
 
 
-def instrument_subscriber(subscriber: Any) -> None:
+def trace_subscriber(subscriber: Any) -> None:
     """Trace the events a ``TopicSubscriber``'s handlers handle (when tracing is on)."""
     otel = _active()
     if otel is None:

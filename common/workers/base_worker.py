@@ -27,8 +27,7 @@ from common.errors import (
 )
 from common.models.actions import DomainAction, DomainActionResponse, ErrorDetail
 from common.models.codec import ACTION_FIELD_BYTES, decode_action
-from common.observability.logs import bind_delivery, reset_delivery
-from common.observability.tracing import instrument_worker
+from common.observability.hooks import instrument_worker
 from common.workers.engine import StreamConsumer
 from common.workers.outcome import Ack, DeadLetter, DeadLetterReason, Delivery, Fail, Outcome, Write
 from common.workers.replies import ReplyBuilder, check_result, to_response
@@ -98,7 +97,7 @@ class BaseWorker(StreamConsumer, ABC):
             dead_letter_stream=self.dead_letter_stream_name,
             retry_policy=retry_policy,
         )
-        instrument_worker(self)  # tracing (decided once, here): wraps _handle_action
+        instrument_worker(self)  # tracing, log context: decided once, here
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -237,11 +236,7 @@ class BaseWorker(StreamConsumer, ABC):
                 DeadLetterReason.EXPIRED, error, self._replies.failure_writes(action, error, 504)
             )
         try:
-            bound = bind_delivery(self.service_name, self.consumer_name, action.trace_id)
-            try:  # log lines written by the handler carry the action's trace id
-                result = await self._handle_action(action)
-            finally:
-                reset_delivery(bound)
+            result = await self._handle_action(action)
             try:
                 if action.callback_queue_name is None:  # fire-and-forget: nothing to build
                     check_result(action, result)

@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from common.messaging import registry
-from common.observability import tracing
+from common.observability import logs, tracing
 
 
 @pytest.fixture
@@ -25,6 +25,14 @@ def spans() -> Iterator[InMemorySpanExporter]:
     finally:
         tracing.disable()
         provider.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _restore_log_context() -> Iterator[None]:
+    """A JsonFormatter made by a test switches the delivery log context on: off after it."""
+    before = logs._wanted
+    yield
+    logs._wanted = before
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ from common import BaseRedisClient, BaseWorker, CommonAppSettings, DomainAction,
 from common.clients.queue_manager import QueueManager
 from common.messaging import Event, Handler, run_workers, worker
 from common.messaging.producer import Producer
-from common.observability import tracing
+from common.observability import logs, tracing
 from tests.helpers import wait_for
 
 
@@ -164,6 +164,7 @@ async def test_tracing_off_wraps_nothing_stamps_nothing_and_never_loads_opentele
         raise AssertionError("OpenTelemetry used while tracing is off")
 
     monkeypatch.setattr(tracing, "_Otel", no_opentelemetry)
+    monkeypatch.setattr(logs, "_wanted", False)  # no JSON formatter either: nothing wrapped
     assert not tracing.is_enabled()
     handled: list[dict[str, Any]] = []
 
