@@ -105,20 +105,33 @@ async def test_a_failing_handler_and_a_fire_and_forget_send_are_traced(
     assert [e.name for e in process.events] == ["exception"]
 
 
-async def test_a_callback_send_is_the_parent_of_its_handling(
+class ApiWorker(BaseWorker):
+    added: list[dict[str, Any]] = []
+
+    async def _handle_api_added(self, action: DomainAction) -> None:
+        self.added.append(action.data)
+
+
+async def test_a_callback_send_its_handling_and_the_callback_are_one_trace(
     settings: CommonAppSettings, redis: aioredis.Redis, spans: InMemorySpanExporter
 ) -> None:
+    api = settings.model_copy(update={"service_name": "api"})
+    ApiWorker.added = []
     async with (
         WorkerPool(CalcWorker, settings, redis),
-        BaseRedisClient("api", redis, settings) as client,
+        WorkerPool(ApiWorker, api, redis),
+        BaseRedisClient("api", redis, api) as client,
     ):
         await client.send_action_async_with_callback(
             DomainAction(action_type="calc.add", data={"a": 1, "b": 1}), "api.added"
         )
+        await wait_for(lambda: ApiWorker.added == [{"sum": 2}])
         await wait_for(
-            lambda: any(s.name == "process calc.add" for s in spans.get_finished_spans())
+            lambda: any(s.name == "process api.added" for s in spans.get_finished_spans())
         )
-    assert _parent_of(_named(spans, "process calc.add"), _named(spans, "send calc.add"))
+    send = _named(spans, "send calc.add")
+    assert _parent_of(_named(spans, "process calc.add"), send)
+    assert _parent_of(_named(spans, "process api.added"), send)
 
 
 async def test_a_publish_and_the_declarative_handlers_downstream_are_one_trace(
