@@ -32,7 +32,7 @@ from common.observability.hooks import instrument_client
 
 __all__ = ["CONSUMER_CHECK_TIMEOUT_S", "BaseRedisClient"]  # the timeout: re-exported
 
-logger = logging.getLogger("common.clients")
+logger = logging.getLogger(__name__)
 
 """Bound of the one look (``XINFO GROUPS``) at whether anybody consumes a target stream."""
 

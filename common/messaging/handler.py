@@ -37,7 +37,7 @@ from common.workers.retry import RetryPolicy
 
 __all__ = ["Handler", "Hook", "publish_write"]
 
-logger = logging.getLogger("common.messaging")
+logger = logging.getLogger(__name__)
 
 Hook = Callable[..., Awaitable[None]]
 

@@ -36,7 +36,7 @@ from common.workers.retry import RetryPolicy
 
 __all__ = ["BaseWorker", "HandlerResult"]
 
-logger = logging.getLogger("common.workers")
+logger = logging.getLogger(__name__)
 
 HandlerResult = dict[str, Any] | DomainActionResponse | None
 

@@ -15,7 +15,7 @@ from common.workers.outcome import ListPush, StreamAdd, Write
 
 __all__ = ["ReplyBuilder", "check_result", "to_response"]
 
-logger = logging.getLogger("common.workers")
+logger = logging.getLogger(__name__)
 
 
 def check_result(action: DomainAction, result: Any) -> None:

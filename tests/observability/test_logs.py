@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import logging
+import pkgutil
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+import common
 from common import BaseRedisClient, BaseWorker, CommonAppSettings, DomainAction, WorkerPool
 from common.messaging import run_workers, worker
 from common.messaging.producer import Producer
@@ -144,3 +147,21 @@ def test_context_logger_records_carry_service_and_consumer() -> None:
         logging.getLogger("tests.observability.ctx").removeHandler(handler)
     [doc] = _docs(out)
     assert doc == {**doc, "message": "[svc c-1] hi", "service": "svc", "consumer": "c-1"}
+
+
+def test_each_module_logs_to_its_own_logger_under_a_silent_common() -> None:
+    names: dict[str, str] = {}
+    for info in pkgutil.walk_packages(common.__path__, "common."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        found = getattr(module, "logger", None)
+        if isinstance(found, logging.Logger):
+            names[info.name] = found.name
+    assert len(names) >= 10
+    # endpoint.py keeps the name its users already filter on.
+    expected = {name: name for name in names} | {
+        "common.messaging.endpoint": "common.messaging.event"
+    }
+    assert names == {name: expected[name] for name in names}
+    assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger("common").handlers)
