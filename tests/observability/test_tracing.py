@@ -105,6 +105,26 @@ async def test_a_failing_handler_and_a_fire_and_forget_send_are_traced(
     assert [e.name for e in process.events] == ["exception"]
 
 
+async def test_a_batch_send_is_the_parent_of_each_handling(
+    settings: CommonAppSettings, redis: aioredis.Redis, spans: InMemorySpanExporter
+) -> None:
+    actions = [DomainAction(action_type="calc.add", data={"a": i, "b": 0}) for i in range(3)]
+    async with (
+        WorkerPool(CalcWorker, settings, redis),
+        BaseRedisClient("api", redis, settings) as client,
+    ):
+        await client.send_actions_async(actions)
+        await wait_for(
+            lambda: sum(s.name == "process calc.add" for s in spans.get_finished_spans()) == 3
+        )
+    batch = _named(spans, "send batch")
+    processed = [s for s in spans.get_finished_spans() if s.name == "process calc.add"]
+    assert all(_parent_of(p, batch) for p in processed)
+    assert {p.attributes["messaging.message.id"] for p in processed if p.attributes} == {
+        str(a.action_id) for a in actions
+    }
+
+
 class ApiWorker(BaseWorker):
     added: list[dict[str, Any]] = []
 
