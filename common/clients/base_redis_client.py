@@ -28,10 +28,11 @@ from common.errors import (
 )
 from common.models.actions import ActionType, DomainAction, DomainActionResponse
 from common.models.codec import ACTION_FIELD, encode_action
+from common.observability.hooks import instrument_client
 
 __all__ = ["CONSUMER_CHECK_TIMEOUT_S", "BaseRedisClient"]  # the timeout: re-exported
 
-logger = logging.getLogger("common.clients")
+logger = logging.getLogger(__name__)
 
 """Bound of the one look (``XINFO GROUPS``) at whether anybody consumes a target stream."""
 
@@ -120,6 +121,7 @@ class BaseRedisClient:
         self._flusher: asyncio.Task[None] | None = None
         self._idle_waiters: list[asyncio.Future[None]] = []  # close() waiting for the sends
         self._consumers = ConsumerCheck(redis)  # does anybody consume where we send?
+        instrument_client(self)  # tracing (decided once, here): wraps the send methods
 
     @property
     def late_replies(self) -> int:

@@ -27,7 +27,7 @@ __all__ = [
     "connect_redis",
 ]
 
-logger = logging.getLogger("common.clients")
+logger = logging.getLogger(__name__)
 
 DEFAULT_CONNECT_TIMEOUT_S = 30.0
 """How long a start-up waits for Redis by default (``0``: forever)."""

@@ -18,7 +18,7 @@ from redis.exceptions import ResponseError
 
 __all__ = ["CONSUMER_CHECK_TIMEOUT_S", "ConsumerCheck"]
 
-logger = logging.getLogger("common.clients")
+logger = logging.getLogger(__name__)
 
 CONSUMER_CHECK_TIMEOUT_S = 1.0
 

@@ -2,7 +2,8 @@
 
 A topic entry holds one field, ``event``, whose value is the event's JSON: ``name``, ``data``
 (the payload handlers receive), ``timestamp`` (UTC), ``source`` (the publishing service),
-``event_id``, ``trace_id``, ``correlation_id`` and an optional partition ``key``.
+``event_id``, ``trace_id``, ``correlation_id``, an optional partition ``key`` and an optional
+W3C ``traceparent`` (see :mod:`common.observability.tracing`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class Event(BaseModel):
     trace_id: str = Field(default_factory=lambda data: data.get("event_id") or _new_id())
     correlation_id: str = Field(default_factory=lambda data: data.get("event_id") or _new_id())
     key: str | None = Field(default=None, max_length=1024)
+    # The W3C trace context of the span that published it (when tracing is on).
+    traceparent: str | None = Field(default=None, max_length=512)
 
     @field_validator("timestamp")
     @classmethod

@@ -31,12 +31,13 @@ from common.messaging.context import ActionContext
 from common.messaging.events import Event, encode_event
 from common.messaging.injection import Call, build_call
 from common.models.actions import ErrorDetail
+from common.observability.tracing import current_traceparent
 from common.workers.outcome import Ack, DeadLetter, DeadLetterReason, Fail, Outcome, StreamAdd
 from common.workers.retry import RetryPolicy
 
 __all__ = ["Handler", "Hook", "publish_write"]
 
-logger = logging.getLogger("common.messaging")
+logger = logging.getLogger(__name__)
 
 Hook = Callable[..., Awaitable[None]]
 
@@ -59,7 +60,11 @@ def publish_write(
         source=settings.service_name,
         key=key,
         **(
-            {"trace_id": cause.trace_id, "correlation_id": cause.correlation_id}
+            {
+                "trace_id": cause.trace_id,
+                "correlation_id": cause.correlation_id,
+                "traceparent": current_traceparent(),  # None unless tracing is on
+            }
             if cause is not None
             else {}
         ),

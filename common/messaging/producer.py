@@ -26,6 +26,7 @@ from common.errors import SendTimeoutError
 from common.messaging.events import Event, encode_event
 from common.messaging.settings import messaging_settings
 from common.naming import is_topic_name
+from common.observability.hooks import instrument_producer
 
 __all__ = ["Producer", "get_producer", "publish", "publish_event"]
 
@@ -45,6 +46,7 @@ class Producer:
         self._redis = redis
         self._manager: RedisManager | None = None
         self._connecting = asyncio.Lock()
+        instrument_producer(self)  # tracing (decided once, here): wraps send_event
 
     async def _client(self) -> aioredis.Redis:
         if self._redis is None:

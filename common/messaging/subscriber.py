@@ -23,6 +23,7 @@ from common.messaging.events import Event, decode_event
 from common.messaging.handler import Handler, publish_write
 from common.messaging.subscription import Subscription
 from common.models.actions import ErrorDetail
+from common.observability.hooks import instrument_subscriber
 from common.workers.engine import StreamConsumer
 from common.workers.outcome import Ack, DeadLetter, DeadLetterReason, Delivery, Outcome, Write
 from common.workers.retry import RetryPolicy
@@ -70,6 +71,8 @@ class TopicSubscriber(StreamConsumer):
         self.unhandled = 0
         self.handled_by: dict[str, int] = {}
         self._policies: dict[Handler, RetryPolicy | None] = {}
+        self._run_handler = Handler.run  # Handler.run, unless instrumented (decided here)
+        instrument_subscriber(self)
 
     async def _process_delivery(self, delivery: Delivery) -> Outcome:
         try:
@@ -93,7 +96,9 @@ class TopicSubscriber(StreamConsumer):
             delivery.policy = policy
         context = ActionContext(self, delivery, event, auto_ack=self.subscription.auto_ack)
         policy = delivery.policy or self.retry_policy
-        outcome = await handler.run(event, context, self.queues, self.settings, policy)
+        outcome = await self._run_handler(
+            handler, event, context, self.queues, self.settings, policy
+        )
         if isinstance(outcome, Ack):
             self.handled_by[handler.name] = self.handled_by.get(handler.name, 0) + 1
         return context.resolve(outcome)

@@ -28,6 +28,7 @@ from common.errors import (
 )
 from common.models.actions import DomainAction, DomainActionResponse, ErrorDetail
 from common.models.codec import ACTION_FIELD_BYTES, decode_action
+from common.observability.hooks import instrument_worker
 from common.workers.delays import delay_set_key
 from common.workers.engine import StreamConsumer
 from common.workers.outcome import Ack, DeadLetter, DeadLetterReason, Delivery, Fail, Outcome, Write
@@ -37,7 +38,7 @@ from common.workers.retry import RetryPolicy
 
 __all__ = ["BaseWorker", "HandlerResult"]
 
-logger = logging.getLogger("common.workers")
+logger = logging.getLogger(__name__)
 
 HandlerResult = dict[str, Any] | DomainActionResponse | None
 
@@ -102,6 +103,7 @@ class BaseWorker(StreamConsumer, ABC):
             retry_policy=retry_policy,
             more_streams=partitions,
         )
+        instrument_worker(self)  # tracing, log context: decided once, here
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

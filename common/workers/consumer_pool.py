@@ -31,7 +31,7 @@ from common.workers.resources import Resources
 
 __all__ = ["FLUSH_ALLOWANCE_S", "ConsumerPool"]
 
-logger = logging.getLogger("common.workers")
+logger = logging.getLogger(__name__)
 
 FLUSH_ALLOWANCE_S = 5.0
 """Allowed by :meth:`ConsumerPool.stop` past ``shutdown_grace_s`` for the last flush and

@@ -35,7 +35,7 @@ from common.workers.stats import WorkerStats
 
 __all__ = ["StreamConsumer"]
 
-logger = logging.getLogger("common.workers")
+logger = logging.getLogger(__name__)
 
 
 _FINAL_FLUSH_S = 5.0  # how long a stopping worker keeps trying to write its outbox

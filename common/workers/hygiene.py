@@ -23,7 +23,7 @@ from common.config import CommonAppSettings
 
 __all__ = ["TRIM_LIMIT", "remove_consumer_if_empty", "safe_trim_id", "tidy_stream", "trim_stream"]
 
-logger = logging.getLogger("common.workers")
+logger = logging.getLogger(__name__)
 
 TRIM_LIMIT = 100_000
 """Entries one XTRIM call may remove. Approximate trimming without LIMIT stops at 100 nodes

@@ -1,4 +1,5 @@
-"""Log lines that always say which service and consumer they come from."""
+"""Log lines that always say which service and consumer they come from (and, while a handler
+runs with the delivery log context on, which trace: see :mod:`common.observability.logs`)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import logging
 from collections.abc import MutableMapping
 from typing import Any
 
+from common.observability.logs import current_trace_id
+
 __all__ = ["ContextLogger"]
 
 
 class ContextLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """Prefixes messages with ``[service consumer]`` and adds both as record attributes
-    (``record.service``, ``record.consumer``) for structured log handlers."""
+    (``record.service``, ``record.consumer``) for structured log handlers, and
+    ``record.trace_id`` when the line is written while a handler runs."""
 
     def __init__(self, logger: logging.Logger, service: str, consumer: str) -> None:
         super().__init__(logger, {"service": service, "consumer": consumer})
@@ -21,6 +25,9 @@ class ContextLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         self, msg: Any, kwargs: MutableMapping[str, Any]
     ) -> tuple[Any, MutableMapping[str, Any]]:
         extra = dict(self.extra or {})
+        trace_id = current_trace_id()
+        if trace_id is not None:
+            extra["trace_id"] = trace_id
         extra.update(kwargs.get("extra") or {})
         kwargs["extra"] = extra
         return self._prefix + str(msg), kwargs

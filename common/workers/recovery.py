@@ -41,7 +41,7 @@ from common.workers.outcome import Delivery
 
 __all__ = ["Reclaimer"]
 
-logger = logging.getLogger("common.workers")
+logger = logging.getLogger(__name__)
 
 _PAGE = 100
 _SCHEDULE_POLL_S = 0.25  # how often the scheduled set is looked at (delayed sends' precision)

@@ -10,11 +10,12 @@ from common.config import CommonAppSettings
 from common.errors import InvalidKeyError, MessageError
 from common.models.actions import DomainAction, DomainActionResponse, ErrorDetail
 from common.models.codec import encode_action, encode_response
+from common.observability.tracing import TRACEPARENT
 from common.workers.outcome import ListPush, StreamAdd, Write
 
 __all__ = ["ReplyBuilder", "check_result", "to_response"]
 
-logger = logging.getLogger("common.workers")
+logger = logging.getLogger(__name__)
 
 
 def check_result(action: DomainAction, result: Any) -> None:
@@ -120,6 +121,8 @@ class ReplyBuilder:
                 "success": response.success,
                 "status_code": response.status_code,
                 "error": response.error.model_dump() if response.error else None,
+                # The sender's trace context (tracing on): the callback is in its trace.
+                **({TRACEPARENT: tp} if (tp := action.metadata.get(TRACEPARENT)) else {}),
             },
         )
         return (StreamAdd(target, encode_action(callback, self.settings.max_payload_bytes)),)

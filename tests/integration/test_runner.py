@@ -129,7 +129,9 @@ def test_no_redis_exits_after_connect_timeout_with_one_clear_line() -> None:
     assert "Error 111" in errors[0]
     # Every other line is a one-line log record of an attempt.
     attempts = [line for line in err.splitlines() if not line.startswith("error:")]
-    assert attempts and all("WARNING common.clients Redis unavailable" in a for a in attempts)
+    assert attempts and all(
+        "WARNING common.clients.connect Redis unavailable" in a for a in attempts
+    )
 
 
 async def test_waits_for_a_server_that_comes_up_later_then_serves() -> None:

@@ -1,0 +1,27 @@
+"""Observability: OpenTelemetry tracing (optional extra ``tracing``) and structured logs.
+
+Nothing here imports OpenTelemetry until tracing is switched on (:func:`tracing.enable` or
+``COMMON_TRACING=1``); see the README section "Tracing and logs".
+"""
+
+from __future__ import annotations
+
+from common.observability.logs import (
+    DeliveryLogFilter,
+    JsonFormatter,
+    bind_delivery,
+    configure_json_logging,
+    current_trace_id,
+    enable_delivery_context,
+    reset_delivery,
+)
+
+__all__ = [
+    "DeliveryLogFilter",
+    "JsonFormatter",
+    "bind_delivery",
+    "configure_json_logging",
+    "current_trace_id",
+    "enable_delivery_context",
+    "reset_delivery",
+]
