@@ -32,6 +32,10 @@ def _gone(pid: int) -> bool:
     return state in ("Z", "X")
 
 
+async def _no_pending(redis: aioredis.Redis, stream: str) -> bool:
+    return int((await redis.xpending(stream, "calc-group"))["pending"]) == 0
+
+
 async def _add(client: BaseRedisClient, a: int, b: int) -> None:
     reply = await client.send_action_pseudo_sync(
         DomainAction(action_type="calc.add", data={"a": a, "b": b}), timeout=20
@@ -50,6 +54,10 @@ async def test_processes_restart_a_killed_child_and_drain_on_sigterm(
         assert [slot for slot, _pid in started] == [0, 1]
         first, second = (pid for _slot, pid in started)
         await _add(client, 1, 2)
+        stream = client.queues.action_stream("calc")
+        # Its XACK follows the reply within a few ms: kill an idle child, not one whose last
+        # action would then wait a visibility timeout to be reclaimed and run again.
+        await wait_for(lambda: _no_pending(redis, stream), timeout=10)
 
         os.kill(first, signal.SIGKILL)  # a crash: the supervisor starts another process
         await wait_for(lambda: run.seen("worker process 0 (pid") and run.seen("restarting"), 20)
@@ -65,7 +73,6 @@ async def test_processes_restart_a_killed_child_and_drain_on_sigterm(
         await client.send_action_async(
             slow.model_copy(update={"callback_queue_name": client.reply_key})
         )
-        stream = client.queues.action_stream("calc")
         await wait_for(
             lambda: _pending(redis, stream), timeout=10
         )  # it is being handled in one of the processes
