@@ -18,7 +18,7 @@ from common.clients.consumer_check import CONSUMER_CHECK_TIMEOUT_S, ConsumerChec
 from common.clients.deadlines import Deadlines, TaskBound
 from common.clients.queue_manager import QueueManager
 from common.clients.reply_listener import ReplyListener
-from common.clients.scheduled import schedule
+from common.clients.scheduled import due_ms, schedule
 from common.config import CommonAppSettings
 from common.errors import (
     ActionTimeoutError,
@@ -174,7 +174,7 @@ class BaseRedisClient:
         action = self._stamp(action)
         if delay is None and not_before is None:
             return await self._send(action, partition_key)
-        return await self._send_later(action, _due_ms(delay, not_before), partition_key)
+        return await self._send_later(action, due_ms(delay, not_before), partition_key)
 
     async def _send_later(
         self, action: DomainAction, due_ms: int, partition_key: str | None = None
@@ -438,17 +438,3 @@ class BaseRedisClient:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
-
-
-def _due_ms(delay: float | None, not_before: datetime | None) -> int:
-    """The due time (epoch ms) of a delayed send; refuses nonsense before anything is sent."""
-    if delay is not None and not_before is not None:
-        raise ValueError("give delay or not_before, not both")
-    if not_before is not None:
-        if not_before.tzinfo is None:
-            raise ValueError("not_before must be an aware datetime (with a time zone)")
-        return int(not_before.timestamp() * 1000)
-    assert delay is not None
-    if not delay >= 0:  # also refuses NaN
-        raise ValueError("delay must be >= 0 seconds")
-    return int((datetime.now(UTC).timestamp() + delay) * 1000)

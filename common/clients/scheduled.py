@@ -13,11 +13,13 @@ service runs.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import redis.asyncio as aioredis
 
 from common.models.codec import ACTION_FIELD
 
-__all__ = ["move_due", "next_due_ms", "schedule", "scheduled_key"]
+__all__ = ["due_ms", "move_due", "next_due_ms", "schedule", "scheduled_key"]
 
 # KEYS[1] scheduled set, KEYS[2] stream; ARGV: now ms, limit, field name. Moves up to limit due
 # members onto the stream, in due order; returns how many it moved.
@@ -56,3 +58,17 @@ async def move_due(redis: aioredis.Redis, stream: str, now_ms: int, limit: int =
         total += moved
         if moved < limit:
             return total
+
+
+def due_ms(delay: float | None, not_before: datetime | None) -> int:
+    """The due time (epoch ms) of a delayed send; refuses nonsense before anything is sent."""
+    if delay is not None and not_before is not None:
+        raise ValueError("give delay or not_before, not both")
+    if not_before is not None:
+        if not_before.tzinfo is None:
+            raise ValueError("not_before must be an aware datetime (with a time zone)")
+        return int(not_before.timestamp() * 1000)
+    assert delay is not None
+    if not delay >= 0:  # also refuses NaN
+        raise ValueError("delay must be >= 0 seconds")
+    return int((datetime.now(UTC).timestamp() + delay) * 1000)
