@@ -153,6 +153,10 @@ class Outbox:
     def __len__(self) -> int:
         return len(self.items)
 
+    def has_writes(self) -> bool:
+        """Whether anything settled still has a write (a reply, a callback) to send."""
+        return any(item.writes and not item.written for item in self.items)
+
     def add_ack(self, delivery: Delivery, writes: tuple[Write, ...] = ()) -> None:
         self.items.append(Settled(delivery, writes))
 

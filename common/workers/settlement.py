@@ -171,8 +171,8 @@ class Settlement:
         ``_ACK_DELAY_S`` if none comes: one round trip per action instead of two when actions
         follow each other, as pseudo-sync calls in sequence do. (Skipped while the flusher is
         busy: it takes what is settled next.)"""
-        if not self.outbox.items or self._flush_lock.locked():
-            return
+        if self._flush_lock.locked() or not self.outbox.has_writes():
+            return  # nothing to answer (fire-and-forget): the flusher ACKs them
         async with self._flush_lock:
             result = await self.outbox.flush(self.redis, writes_only=True)
             self._account(result)
