@@ -7,8 +7,7 @@ is done with them. A consumer is removed from its group once it has been idle lo
 
 The check and the removal are one script: XGROUP DELCONSUMER destroys the pending entries of
 the consumer it removes, so a consumer that read something between a separate check and the
-removal would lose that entry for good. (The embedded server has no scripting; there the
-check runs just before the removal, which only another task of the same process can race.)
+removal would lose that entry for good. (The embedded server runs the same scripts.)
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from collections.abc import Collection
 
 import redis.asyncio as aioredis
 
-from common.clients.redis_manager import is_embedded
 from common.config import CommonAppSettings
 
 __all__ = ["TRIM_LIMIT", "remove_consumer_if_empty", "safe_trim_id", "tidy_stream", "trim_stream"]
@@ -145,14 +143,6 @@ async def _remove_if_done(
     consumer: str | bytes,
     idle_ms: int | None,
 ) -> bool:
-    if is_embedded(redis):
-        pending = await redis.xpending_range(
-            stream, group, min="-", max="+", count=1, consumername=consumer
-        )
-        if pending:
-            return False
-        await redis.xgroup_delconsumer(stream, group, consumer)
-        return True
     if idle_ms is None:
         done = await redis.eval(_REMOVE_IF_EMPTY, 1, stream, group, consumer)
     else:
