@@ -16,6 +16,7 @@ import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from common.errors import MalformedMessageError, PayloadTooLargeError
+from common.models.codec import entry_field, summarise
 
 __all__ = ["EVENT_FIELD", "EVENT_FIELD_BYTES", "Event", "decode_event", "encode_event"]
 
@@ -68,18 +69,11 @@ def encode_event(event: Event, max_bytes: int) -> dict[str, bytes]:
 
 def decode_event(fields: dict[bytes, bytes], max_bytes: int) -> Event:
     """Validate a topic entry into an :class:`Event` or raise a ``MessageError``."""
-    raw = fields.get(EVENT_FIELD_BYTES)
-    if raw is None:
-        present = sorted(k.decode("utf-8", "replace") for k in fields)
-        raise MalformedMessageError(f"entry has no {EVENT_FIELD!r} field (fields: {present})")
-    if len(raw) > max_bytes:
-        raise PayloadTooLargeError(len(raw), max_bytes)
+    raw = entry_field(fields, EVENT_FIELD_BYTES, max_bytes)
     try:
         event: Event = _validate_event(raw)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "payload"
-        raise MalformedMessageError(f"{where}: {first['msg']}") from None
+        raise MalformedMessageError(summarise(exc)) from None
     except (ValueError, orjson.JSONDecodeError) as exc:
         raise MalformedMessageError(f"payload: {exc}") from None
     return event

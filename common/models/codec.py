@@ -22,6 +22,8 @@ __all__ = [
     "dumps",
     "encode_action",
     "encode_response",
+    "entry_field",
+    "summarise",
 ]
 
 ACTION_FIELD = "action"
@@ -44,18 +46,24 @@ def encode_action(action: DomainAction, max_bytes: int) -> dict[str, bytes]:
     return {ACTION_FIELD: payload}
 
 
-def decode_action(fields: dict[bytes, bytes], max_bytes: int) -> DomainAction:
-    """Validate a stream entry into a :class:`DomainAction` or raise a ``MessageError``."""
-    raw = fields.get(ACTION_FIELD_BYTES)
+def entry_field(fields: dict[bytes, bytes], field: bytes, max_bytes: int) -> bytes:
+    """The envelope field of a stream entry; ``MessageError`` if missing or too large."""
+    raw = fields.get(field)
     if raw is None:
         present = sorted(k.decode("utf-8", "replace") for k in fields)
-        raise MalformedMessageError(f"entry has no {ACTION_FIELD!r} field (fields: {present})")
+        raise MalformedMessageError(f"entry has no {field.decode()!r} field (fields: {present})")
     if len(raw) > max_bytes:
         raise PayloadTooLargeError(len(raw), max_bytes)
+    return raw
+
+
+def decode_action(fields: dict[bytes, bytes], max_bytes: int) -> DomainAction:
+    """Validate a stream entry into a :class:`DomainAction` or raise a ``MessageError``."""
+    raw = entry_field(fields, ACTION_FIELD_BYTES, max_bytes)
     try:
         action: DomainAction = _validate_action(raw)
     except ValidationError as exc:
-        raise MalformedMessageError(_summarise(exc)) from None
+        raise MalformedMessageError(summarise(exc)) from None
     return action
 
 
@@ -67,11 +75,11 @@ def decode_response(raw: bytes) -> DomainActionResponse:
     try:
         response: DomainActionResponse = _validate_response(raw)
     except ValidationError as exc:
-        raise MalformedMessageError(_summarise(exc)) from None
+        raise MalformedMessageError(summarise(exc)) from None
     return response
 
 
-def _summarise(exc: ValidationError) -> str:
+def summarise(exc: ValidationError) -> str:
     """One line per bad field (at most five): a field with several union branches reports the
     first branch's error, and derived defaults skipped because of another field are left out."""
     parts: dict[str, str] = {}
