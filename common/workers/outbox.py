@@ -137,6 +137,9 @@ class Outbox:
     more_streams: dict[str, str] = field(default_factory=dict)  # other stream -> its dead letters
     items: list[Settled] = field(default_factory=list)
     dead_letters_trimmed: int = 0
+    # How many of ``items`` may be more than a plain XACK (writes, a retry, a dead letter); it
+    # may count too many (never too few). At 0 a flush takes the fast path: one XACK.
+    _special: int = 0
 
     def _stream(self, item: Settled) -> str:
         return item.delivery.stream or self.stream
@@ -155,17 +158,21 @@ class Outbox:
 
     def has_writes(self) -> bool:
         """Whether anything settled still has a write (a reply, a callback) to send."""
-        return any(item.writes and not item.written for item in self.items)
+        return self._special > 0 and any(item.writes and not item.written for item in self.items)
 
     def add_ack(self, delivery: Delivery, writes: tuple[Write, ...] = ()) -> None:
         self.items.append(Settled(delivery, writes))
+        if writes:
+            self._special += 1
 
     def add_retry(self, delivery: Delivery, schedule: ScheduleRetry) -> None:
         """Schedule a retry: the entry stays pending, its due time goes to the delay set."""
         self.items.append(Settled(delivery, (schedule,), ack=False))
+        self._special += 1
 
     def add_dead(self, delivery: Delivery, dead: DeadLetter) -> None:
         self.items.append(Settled(delivery, dead.writes, dead))
+        self._special += 1
 
     async def flush(self, redis: aioredis.Redis, *, writes_only: bool = False) -> FlushResult:
         """Write what is settled; return what is done. Never raises for a Redis error: what
@@ -177,8 +184,11 @@ class Outbox:
         next flush sends (without writing again)."""
         result = FlushResult()
         items, self.items = self.items, []
+        special, self._special = self._special, 0
         if not items:
             return result
+        if not special and not self.more_streams:
+            return await self._ack_plain(redis, items, result)
         try:
             acks = await self._write(redis, items, result)
             if not writes_only:
@@ -198,6 +208,22 @@ class Outbox:
         undone = [item for item in items if id(item) not in done]
         if undone:
             self.items[:0] = undone
+            self._special += sum(1 for i in undone if i.writes or i.dead is not None or not i.ack)
+
+    async def _ack_plain(
+        self, redis: aioredis.Redis, items: list[Settled], result: FlushResult
+    ) -> FlushResult:
+        """The common case, on its own path: plain XACKs of one stream in one command."""
+        try:
+            await redis.xack(self.stream, self.group, *[i.delivery.entry_id for i in items])
+        except BaseException as exc:
+            self.items[:0] = items
+            if not isinstance(exc, Exception):  # cancelled: put back, then propagate
+                raise
+            result.error = exc
+            return result
+        result.done = items
+        return result
 
     async def _write(
         self, redis: aioredis.Redis, items: list[Settled], result: FlushResult

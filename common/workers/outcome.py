@@ -59,12 +59,13 @@ class Delivery:
     started: bool = False  # its handler was started (a hand-back then costs an attempt)
     policy: RetryPolicy | None = None  # this delivery's handler's policy (None: the consumer's)
     stream: str = ""  # the stream it was read from ("": the consumer's first stream)
+    # What identifies it among a consumer's held entries: entry ids are unique per stream only
+    # (two streams, two partitions or topics, often give the same id). Made once: it is looked
+    # up several times per message.
+    key: HeldKey = field(init=False)
 
-    @property
-    def key(self) -> HeldKey:
-        """What identifies it among a consumer's held entries: entry ids are unique per
-        stream only (two streams, two partitions or topics, often give the same id)."""
-        return (self.stream, self.entry_id)
+    def __post_init__(self) -> None:
+        self.key = (self.stream, self.entry_id)
 
     @property
     def first_seen_ms(self) -> int:
