@@ -28,7 +28,7 @@ from hiredis import pack_command as _hiredis_pack
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-__all__ = ["LeanConnectionPool"]
+__all__ = ["LeanConnectionPool", "pack_cluster_commands_in_c"]
 
 
 class _HiredisPacking(AbstractConnection):
@@ -58,6 +58,18 @@ def _packing_in_c(connection_class: type[AbstractConnection]) -> type[AbstractCo
         mixed = type(connection_class.__name__, (_HiredisPacking, connection_class), {})
         _PACKING_IN_C[connection_class] = mixed
     return _PACKING_IN_C[connection_class]
+
+
+def pack_cluster_commands_in_c(cluster: Any) -> None:
+    """Make a new ``RedisCluster``'s node connections pack in C too (redis-py builds them
+    from the ``connection_class`` in its connection kwargs, for the startup nodes at once and
+    for the nodes it discovers later)."""
+    kwargs = cluster.nodes_manager.connection_kwargs
+    packing = _packing_in_c(kwargs["connection_class"])
+    kwargs["connection_class"] = packing
+    cluster.connection_kwargs["connection_class"] = packing
+    for node in cluster.nodes_manager.startup_nodes.values():
+        node.connection_class = packing
 
 
 def _closed_while_idle(connection: AbstractConnection) -> bool:

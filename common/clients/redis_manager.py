@@ -15,7 +15,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from common.clients.pool import LeanConnectionPool
+from common.clients.pool import LeanConnectionPool, pack_cluster_commands_in_c
 from common.config import CommonAppSettings
 from common.errors import ConfigurationError, WorkerStateError
 
@@ -214,6 +214,7 @@ class RedisManager:
             )
         except ValueError as exc:
             raise ConfigurationError(f"redis_url: {exc}") from exc
+        pack_cluster_commands_in_c(cluster)
         return cast(aioredis.Redis, cluster)
 
     def _sentinel_master(self, url: str) -> aioredis.Redis:

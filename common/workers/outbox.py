@@ -187,7 +187,7 @@ class Outbox:
         special, self._special = self._special, 0
         if not items:
             return result
-        if not special and not self.more_streams:
+        if not special:
             return await self._ack_plain(redis, items, result)
         try:
             acks = await self._write(redis, items, result)
@@ -213,7 +213,15 @@ class Outbox:
     async def _ack_plain(
         self, redis: aioredis.Redis, items: list[Settled], result: FlushResult
     ) -> FlushResult:
-        """The common case, on its own path: plain XACKs of one stream in one command."""
+        """The common case, on its own path: plain XACKs (of one stream: one command)."""
+        if self.more_streams:
+            try:
+                await self._ack(redis, items, result)
+            except BaseException:
+                self._keep_undone(items, result)
+                raise
+            self._keep_undone(items, result)
+            return result
         try:
             await redis.xack(self.stream, self.group, *[i.delivery.entry_id for i in items])
         except BaseException as exc:
