@@ -39,8 +39,13 @@ async def test_status_shows_each_partition_as_a_row_of_its_service(
 ) -> None:
     settings = settings.model_copy(update={"stream_partitions": P, "worker_concurrency": 10})
     queues = _queues(settings)
-    async with WorkerPool(CalcWorker, settings, num_workers=1) as pool:
-        assert [r.partition for r in pool_stream_refs(pool)] == list(range(P))
+    pool = WorkerPool(CalcWorker, settings, num_workers=1)
+    before = pool_stream_refs(pool)  # from the settings (the gauges of the metrics)
+    assert [(r.partition, r.stream) for r in before] == [
+        (k, queues.action_stream("calc", k)) for k in range(P)
+    ]
+    async with pool:
+        assert pool_stream_refs(pool) == before
         worker = pool.workers[0]
         client = BaseRedisClient("api", redis, settings)
         for partition in range(P):  # partition k: k + 1 held (pending)
