@@ -15,6 +15,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from common.clients.cluster_client import WaitingRedisCluster
 from common.clients.pool import LeanConnectionPool, pack_cluster_commands_in_c
 from common.config import CommonAppSettings
 from common.errors import ConfigurationError, WorkerStateError
@@ -96,8 +97,9 @@ class RedisManager:
     ``redis+cluster://[user:password@]h1:p1,h2:p2[/?options]`` (``rediss+cluster://``: TLS)
     connects to a Redis Cluster through any of the listed nodes (redis-py's ``RedisCluster``,
     typed as a ``Redis`` here: the commands this toolkit uses are the same). On a cluster,
-    ``redis_max_connections`` bounds the connections to each node; a command past the bound
-    fails with a (transient) ``MaxConnectionsError`` instead of waiting.
+    at most ``redis_max_connections`` commands are in flight at once (so at most that many
+    connections to each node); callers past the bound wait, as on one server
+    (:class:`~common.clients.cluster_client.WaitingRedisCluster`).
     """
 
     def __init__(self, settings: CommonAppSettings | None = None, **overrides: Any) -> None:
@@ -207,7 +209,7 @@ class RedisManager:
         first = urlunsplit((scheme, f"{netloc}:{first_port}", "", parts.query, ""))
         kwargs = self._common_kwargs()
         try:
-            cluster = RedisCluster.from_url(
+            cluster = WaitingRedisCluster.from_url(
                 first,
                 startup_nodes=[ClusterNode(host, port) for host, port in addresses[1:]],
                 **kwargs,

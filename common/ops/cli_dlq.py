@@ -1,10 +1,12 @@
 """``common dlq list|show|replay|purge NAME [--group G]``: a service's dead letters, or a topic's
 subscriber group's.
 
-``NAME`` is a service (its ``...:{service}:dlq``) or a topic; a topic's dead letters are per
-subscriber group (``...:{topic}:dlq:<group>``): ``--group`` names the group (needed when the topic
-has several). Replaying a topic's dead letters re-publishes the events on the topic, which
-every group reads: with other groups on the topic, replay asks first unless ``--yes``.
+``NAME`` is a service (its ``...:{service}:dlq``, and with partitions each partition's
+``...:{service:k}:dlq``, where record ``k:<id>`` is ``<id>`` of partition k) or a topic; a
+topic's dead letters are per subscriber group (``...:{topic}:dlq:<group>``): ``--group`` names
+the group (needed when the topic has several). Replaying a topic's dead letters re-publishes
+the events on the topic, which every group reads: with other groups on the topic, replay asks
+first unless ``--yes``.
 """
 
 from __future__ import annotations
@@ -53,17 +55,29 @@ def _filter(
     return DeadLetterFilter(reason, action_type, since_ms, limit)
 
 
+def _where(refs: list[Any]) -> str:
+    """What messages name: the one dead-letter stream, or a service's partitions'."""
+    if len(refs) == 1:
+        return str(refs[0].dead_letter_stream)
+    return f"the dead letters of the {len(refs)} partitions of {refs[0].name}"
+
+
 async def _select(
-    redis: Any, ref: Any, ids: list[str] | None, where: Any
+    redis: Any, refs: list[Any], ids: list[str] | None, where: Any
 ) -> tuple[list[Any], list[str]]:
     """The records named by ``ids`` (and the ids not found), or those ``where`` matches."""
-    from common.ops.deadletters import get_dead_letters, list_dead_letters
+    from common.ops.deadletters import find_records, list_partitions
 
     if ids:
-        found = await get_dead_letters(redis, ref.dead_letter_stream, ids)
+        found = await find_records(redis, refs, ids)
         missing = [i for i, r in zip(ids, found, strict=True) if r is None]
         return [r for r in found if r is not None and where.matches(r)], missing
-    return await list_dead_letters(redis, ref.dead_letter_stream, where), []
+    return await list_partitions(redis, refs, where), []
+
+
+def _by_ref(refs: list[Any], records: list[Any]) -> list[tuple[Any, list[Any]]]:
+    """``records`` grouped by the ref (partition) whose dead letters hold them."""
+    return [(ref, [r for r in records if r.partition == ref.partition]) for ref in refs]
 
 
 @dlq_app.command("list")
@@ -80,26 +94,27 @@ def dlq_list(
     env: EnvOption = None,
     connect_timeout: TimeoutOption = OPS_TIMEOUT_S,
 ) -> None:
-    """List dead letters, oldest first: id, time, reason, action type, retries, error."""
+    """List dead letters, oldest first: id, time, reason, action type, retries, error (with
+    partitions: all of them, a record of partition k named k:<id>)."""
     from rich.console import Console
 
     from common.clients.queue_manager import QueueManager
     from common.ops.connection import ops_connection
-    from common.ops.deadletters import list_dead_letters
+    from common.ops.deadletters import list_partitions
     from common.ops.render import dead_letters_table
-    from common.ops.topics import find_dead_letters
+    from common.ops.topics import find_dead_letter_refs
 
     async def op(settings: Any) -> int:
         where = _filter(reason, action_type, since, limit)
         queues = QueueManager(settings.queue_prefix, settings.environment)
         async with ops_connection(settings, connect_timeout) as redis:
-            ref = await find_dead_letters(redis, queues, service, group)
-            records = await list_dead_letters(redis, ref.dead_letter_stream, where)
-            total = await redis.xlen(ref.dead_letter_stream)
+            refs = await find_dead_letter_refs(redis, queues, service, group)
+            records = await list_partitions(redis, refs, where)
+            total = sum([await redis.xlen(ref.dead_letter_stream) for ref in refs])
         if as_json:
             typer.echo(dumps([r.as_dict() for r in records]))
         else:
-            title = f"{ref.dead_letter_stream}: {len(records)} shown of {total}"
+            title = f"{_where(refs)}: {len(records)} shown of {total}"
             Console().print(dead_letters_table(records, title))
         return 0
 
@@ -122,19 +137,19 @@ def dlq_show(
 
     from common.clients.queue_manager import QueueManager
     from common.ops.connection import ops_connection
-    from common.ops.deadletters import get_dead_letters
+    from common.ops.deadletters import find_records
     from common.ops.errors import OpsError
     from common.ops.render import dead_letter_detail
-    from common.ops.topics import find_dead_letters
+    from common.ops.topics import find_dead_letter_refs
 
     async def op(settings: Any) -> int:
         queues = QueueManager(settings.queue_prefix, settings.environment)
         async with ops_connection(settings, connect_timeout) as redis:
-            ref = await find_dead_letters(redis, queues, service, group)
-            found = await get_dead_letters(redis, ref.dead_letter_stream, ids)
+            refs = await find_dead_letter_refs(redis, queues, service, group)
+            found = await find_records(redis, refs, ids)
         missing = [i for i, r in zip(ids, found, strict=True) if r is None]
         if missing:
-            raise OpsError(f"no dead letter {', '.join(missing)} in {ref.dead_letter_stream}")
+            raise OpsError(f"no dead letter {', '.join(missing)} in {_where(refs)}")
         records = [r for r in found if r is not None]
         if as_json:
             typer.echo(dumps([r.as_dict() for r in records]))
@@ -167,7 +182,8 @@ def dlq_replay(
     connect_timeout: TimeoutOption = OPS_TIMEOUT_S,
 ) -> None:
     """Put dead letters back on their stream as new entries (a fresh attempt count), each
-    removed from the dead letters in the same atomic step.
+    removed from the dead letters in the same atomic step (a partition's onto that
+    partition's stream).
 
     A topic's dead letters are re-published on the topic, so every subscriber group of the
     topic receives them again, not only the group that failed (one topic stream cannot address
@@ -176,14 +192,15 @@ def dlq_replay(
     from common.ops.connection import ops_connection
     from common.ops.deadletters import ReplayResult, replay
     from common.ops.errors import OpsError
-    from common.ops.topics import find_dead_letters, other_groups
+    from common.ops.topics import find_dead_letter_refs, other_groups
 
     async def op(settings: Any) -> int:
         where = _filter(reason, action_type, since, limit)
         queues = QueueManager(settings.queue_prefix, settings.environment)
         async with ops_connection(settings, connect_timeout) as redis:
-            ref = await find_dead_letters(redis, queues, service, group)
-            records, not_found = await _select(redis, ref, ids, where)
+            refs = await find_dead_letter_refs(redis, queues, service, group)
+            ref = refs[0]
+            records, not_found = await _select(redis, refs, ids, where)
             others = await other_groups(redis, ref) if ref.group is not None else []
             if records and others and not yes:
                 warning = (
@@ -203,16 +220,29 @@ def dlq_replay(
                         "pass --yes to replay to all of them"
                     )
             progress = progress_bar(len(records))
+            result = ReplayResult(missing=not_found)
+            onto: list[tuple[str, int]] = []
             with progress:
                 task = progress.add_task("replaying", total=len(records))
-                result: ReplayResult = await replay(
-                    redis, ref, records, lambda n: progress.advance(task, n)
-                )
-        result.missing[:0] = not_found
+                for part, chosen in _by_ref(refs, records):
+                    if not chosen:
+                        continue
+                    done = await replay(redis, part, chosen, lambda n: progress.advance(task, n))
+                    result.replayed.update(done.replayed)
+                    result.missing += done.missing
+                    result.refused.update(done.refused)
+                    onto.append((part.stream, len(done.replayed)))
         if as_json:
             typer.echo(dumps(result.as_dict()))
-        else:
+        elif len(refs) == 1:
             typer.echo(f"replayed {len(result.replayed)} onto {ref.stream}")
+        else:
+            typer.echo(
+                f"replayed {len(result.replayed)} onto the {len(refs)} partitions of {ref.name}"
+            )
+            for stream, count in onto:
+                typer.echo(f"  {count} onto {stream}")
+        if not as_json:
             for record_id in result.missing:
                 typer.echo(f"not found: {record_id} (replayed or purged meanwhile?)")
             for record_id, why in result.refused.items():
@@ -243,36 +273,37 @@ def dlq_purge(
     from common.ops.connection import ops_connection
     from common.ops.deadletters import purge
     from common.ops.errors import OpsError
-    from common.ops.topics import find_dead_letters
+    from common.ops.topics import find_dead_letter_refs
 
     async def op(settings: Any) -> int:
         where = _filter(reason, action_type, since, limit)
         queues = QueueManager(settings.queue_prefix, settings.environment)
         async with ops_connection(settings, connect_timeout) as redis:
-            ref = await find_dead_letters(redis, queues, service, group)
-            records, not_found = await _select(redis, ref, ids, where)
+            refs = await find_dead_letter_refs(redis, queues, service, group)
+            records, not_found = await _select(redis, refs, ids, where)
             if records and not yes:
                 try:
-                    sure = typer.confirm(
-                        f"Delete {len(records)} dead letters from {ref.dead_letter_stream}?"
-                    )
+                    sure = typer.confirm(f"Delete {len(records)} dead letters from {_where(refs)}?")
                 except (typer.Abort, EOFError):
                     sure = False
                 if not sure:
                     raise OpsError("nothing deleted (pass --yes to purge without asking)")
             progress = progress_bar(len(records))
+            deleted = 0
             with progress:
                 task = progress.add_task("purging", total=len(records))
-                deleted = await purge(
-                    redis,
-                    ref.dead_letter_stream,
-                    [r.id for r in records],
-                    lambda n: progress.advance(task, n),
-                )
+                for part, chosen in _by_ref(refs, records):
+                    if chosen:
+                        deleted += await purge(
+                            redis,
+                            part.dead_letter_stream,
+                            [r.id for r in chosen],
+                            lambda n: progress.advance(task, n),
+                        )
         if as_json:
             typer.echo(dumps({"deleted": deleted, "missing": not_found}))
         else:
-            typer.echo(f"deleted {deleted} dead letters from {ref.dead_letter_stream}")
+            typer.echo(f"deleted {deleted} dead letters from {_where(refs)}")
             for record_id in not_found:
                 typer.echo(f"not found: {record_id}")
         return 1 if not_found else 0

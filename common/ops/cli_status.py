@@ -47,7 +47,7 @@ def status(
     from common.ops.errors import UnknownStreamError
     from common.ops.render import status_view
     from common.ops.status import collect_status
-    from common.ops.streams import find_stream, streams_to_report
+    from common.ops.streams import find_streams, streams_to_report
 
     async def op(settings: Any) -> int:
         console = Console()
@@ -56,7 +56,7 @@ def status(
 
             async def sample() -> Any:
                 if service is not None:
-                    refs = [await find_stream(redis, queues, service)]
+                    refs = await find_streams(redis, queues, service)
                 else:
                     refs = await streams_to_report(redis, queues)
                 return await collect_status(redis, queues, refs=refs)

@@ -8,6 +8,11 @@ entry's payload), ``error`` (an ``ErrorDetail`` as JSON), ``reason``, ``worker``
 fresh attempt count) and deletes the record, both in one script per batch (the dead-letter
 stream and the stream share a hash tag: legal on a cluster). The script reads the record
 itself, so a record replayed or purged meanwhile by someone else is skipped, never sent twice.
+
+A partitioned service (``stream_partitions`` > 1) has one dead-letter stream per partition,
+beside that partition's stream. Ids of different streams can be equal, so a record is named
+by :func:`record_name`: its id in partition 0, ``k:<id>`` in partition k (as its hash tag
+``{service:k}``); :func:`list_partitions` and :func:`find_records` work over all of them.
 """
 
 from __future__ import annotations
@@ -25,10 +30,14 @@ __all__ = [
     "DeadLetterFilter",
     "DeadLetterRecord",
     "ReplayResult",
+    "find_records",
     "get_dead_letters",
     "iter_dead_letters",
     "list_dead_letters",
+    "list_partitions",
+    "parse_record_name",
     "purge",
+    "record_name",
     "replay",
 ]
 
@@ -52,9 +61,26 @@ def _event_of(text: str) -> dict[str, Any] | None:
     return {"action_type": event.get("name"), "event_id": event.get("event_id")}
 
 
+def record_name(partition: int, record_id: str) -> str:
+    """How a record is named across a service's partitions: ``id``, or ``k:id`` in partition
+    k >= 1."""
+    return f"{partition}:{record_id}" if partition else record_id
+
+
+def parse_record_name(name: str) -> tuple[int, str] | None:
+    """``(partition, id)`` of a :func:`record_name`, or None if it is not one."""
+    head, colon, record_id = name.rpartition(":")
+    if not colon:
+        return 0, name
+    if head.isdigit() and head == str(int(head)) and record_id:
+        return int(head), record_id
+    return None
+
+
 @dataclass(slots=True)
 class DeadLetterRecord:
-    """One dead letter, as read from its stream (``id`` is its id in the dead-letter stream)."""
+    """One dead letter, as read from its stream (``id`` is its id in the dead-letter stream,
+    ``partition`` the partition of the service whose dead letters hold it; :attr:`name`)."""
 
     id: str
     reason: str
@@ -68,9 +94,17 @@ class DeadLetterRecord:
     first_seen: str
     failed_at: str
     original: str
+    partition: int = 0
+
+    @property
+    def name(self) -> str:
+        """The record's id, with its partition if not 0 (``2:1700000000000-0``)."""
+        return record_name(self.partition, self.id)
 
     @classmethod
-    def from_entry(cls, entry_id: Any, fields: dict[Any, Any]) -> DeadLetterRecord:
+    def from_entry(
+        cls, entry_id: Any, fields: dict[Any, Any], partition: int = 0
+    ) -> DeadLetterRecord:
         get = {_text(k): v for k, v in fields.items()}
         original = get.get("original")
         action_type = action_id = None
@@ -107,6 +141,7 @@ class DeadLetterRecord:
             first_seen=_text(get.get("first_seen")),
             failed_at=_text(get.get("failed_at")),
             original=_text(original),
+            partition=partition,
         )
 
     @property
@@ -116,7 +151,8 @@ class DeadLetterRecord:
         return self.error or ""
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields, and ``name`` (what ``dlq show|replay|purge`` take)."""
+        return {**asdict(self), "name": self.name}
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +172,10 @@ class DeadLetterFilter:
 
 
 async def iter_dead_letters(
-    redis: aioredis.Redis, dead_letter_stream: str, where: DeadLetterFilter | None = None
+    redis: aioredis.Redis,
+    dead_letter_stream: str,
+    where: DeadLetterFilter | None = None,
+    partition: int = 0,
 ) -> AsyncIterator[DeadLetterRecord]:
     """The matching records, oldest first, read a page at a time.
 
@@ -150,7 +189,7 @@ async def iter_dead_letters(
             await redis.xrange(dead_letter_stream, min=start, max="+", count=PAGE) or []
         )
         for entry_id, fields in page:
-            record = DeadLetterRecord.from_entry(entry_id, fields)
+            record = DeadLetterRecord.from_entry(entry_id, fields, partition)
             if where.matches(record):
                 yield record
                 found += 1
@@ -162,13 +201,37 @@ async def iter_dead_letters(
 
 
 async def list_dead_letters(
-    redis: aioredis.Redis, dead_letter_stream: str, where: DeadLetterFilter | None = None
+    redis: aioredis.Redis,
+    dead_letter_stream: str,
+    where: DeadLetterFilter | None = None,
+    partition: int = 0,
 ) -> list[DeadLetterRecord]:
-    return [r async for r in iter_dead_letters(redis, dead_letter_stream, where)]
+    return [r async for r in iter_dead_letters(redis, dead_letter_stream, where, partition)]
+
+
+def _age_key(record: DeadLetterRecord) -> tuple[int, int, int]:
+    ms, _, seq = record.id.partition("-")
+    try:
+        return int(ms), int(seq or 0), record.partition
+    except ValueError:
+        return 0, 0, record.partition
+
+
+async def list_partitions(
+    redis: aioredis.Redis, refs: Sequence[StreamRef], where: DeadLetterFilter | None = None
+) -> list[DeadLetterRecord]:
+    """The matching records of every ref's dead-letter stream (a service's partitions),
+    oldest first over all of them, at most ``where.limit`` in all."""
+    where = where or DeadLetterFilter()
+    records: list[DeadLetterRecord] = []
+    for ref in refs:
+        records += await list_dead_letters(redis, ref.dead_letter_stream, where, ref.partition)
+    records.sort(key=_age_key)
+    return records if where.limit is None else records[: where.limit]
 
 
 async def get_dead_letters(
-    redis: aioredis.Redis, dead_letter_stream: str, ids: Sequence[str]
+    redis: aioredis.Redis, dead_letter_stream: str, ids: Sequence[str], partition: int = 0
 ) -> list[DeadLetterRecord | None]:
     """The records with these ids (None for an id that is not there)."""
     pipe = redis.pipeline(transaction=False)
@@ -176,8 +239,32 @@ async def get_dead_letters(
         pipe.xrange(dead_letter_stream, min=entry_id, max=entry_id, count=1)
     found: list[DeadLetterRecord | None] = []
     for rows in await pipe.execute():
-        found.append(DeadLetterRecord.from_entry(*rows[0]) if rows else None)
+        if rows:
+            entry_id, fields = rows[0]
+            found.append(DeadLetterRecord.from_entry(entry_id, fields, partition))
+        else:
+            found.append(None)
     return found
+
+
+async def find_records(
+    redis: aioredis.Redis, refs: Sequence[StreamRef], names: Sequence[str]
+) -> list[DeadLetterRecord | None]:
+    """The records named ``names`` (:func:`record_name`) among ``refs``' dead letters (a
+    service's partitions), None for a name that is not there."""
+    by_partition = {ref.partition: ref for ref in refs}
+    wanted: dict[int, list[str]] = {}
+    for name in names:
+        parsed = parse_record_name(name)
+        if parsed is not None and parsed[0] in by_partition:
+            wanted.setdefault(parsed[0], []).append(parsed[1])
+    found: dict[str, DeadLetterRecord] = {}
+    for partition, ids in wanted.items():
+        ref = by_partition[partition]
+        for record in await get_dead_letters(redis, ref.dead_letter_stream, ids, partition):
+            if record is not None:
+                found[record.name] = record
+    return [found.get(name) for name in names]
 
 
 # KEYS[1] dead-letter stream, KEYS[2] the stream to replay onto; ARGV[1] the payload field
@@ -245,31 +332,37 @@ async def replay(
     records: Sequence[DeadLetterRecord],
     progress: Progress | None = None,
 ) -> ReplayResult:
-    """Put ``records`` back on their stream (new entries, fresh attempt counts) and delete them
-    from the dead-letter stream, atomically per batch."""
+    """Put ``records`` (of ``ref``'s dead letters) back on their stream (new entries, fresh
+    attempt counts) and delete them from the dead-letter stream, atomically per batch. The
+    result names records by :attr:`DeadLetterRecord.name`."""
     result = ReplayResult()
-    by_target: dict[str, list[str]] = {}
+    by_target: dict[str, list[DeadLetterRecord]] = {}
     for record in records:
         target = ref.replay_target(record.stream)
         if target is None:
-            result.refused[record.id] = f"it came from {record.stream}, not {ref.stream}"
+            result.refused[record.name] = f"it came from {record.stream}, not {ref.stream}"
             if progress:
                 progress(1)
         else:
-            by_target.setdefault(target, []).append(record.id)
-    for target, ids in by_target.items():
-        for i in range(0, len(ids), PAGE):
-            batch = ids[i : i + PAGE]
+            by_target.setdefault(target, []).append(record)
+    for target, chosen in by_target.items():
+        for i in range(0, len(chosen), PAGE):
+            batch = chosen[i : i + PAGE]
             new_ids = await redis.eval(
-                _REPLAY, 2, ref.dead_letter_stream, target, ref.payload_field, *batch
+                _REPLAY,
+                2,
+                ref.dead_letter_stream,
+                target,
+                ref.payload_field,
+                *(r.id for r in batch),
             )
-            for record_id, new_id in zip(batch, new_ids, strict=True):
+            for record, new_id in zip(batch, new_ids, strict=True):
                 if new_id in ("!", b"!"):
-                    result.refused[record_id] = "its original is not an entry's fields"
+                    result.refused[record.name] = "its original is not an entry's fields"
                 elif new_id:
-                    result.replayed[record_id] = _text(new_id)
+                    result.replayed[record.name] = _text(new_id)
                 else:
-                    result.missing.append(record_id)
+                    result.missing.append(record.name)
             if progress:
                 progress(len(batch))
     return result

@@ -30,27 +30,36 @@ def _num(value: int | None) -> str:
     return "?" if value is None else str(value)
 
 
+def _partition(status: StreamStatus) -> str:
+    return str(status.partition) if status.kind == "actions" else "-"
+
+
 def status_view(statuses: Sequence[StreamStatus]) -> Group:
-    """One table of streams and their groups, then one of consumers."""
+    """One table of streams and their groups, then one of consumers (with a ``partition``
+    column when a service has partitions: one row per partition)."""
+    partitioned = any(s.partition for s in statuses)
+    lead = ["service", "partition"] if partitioned else ["service"]
     streams = Table(title="Streams", title_justify="left")
-    for column in ("service", "length", "group", "lag", "pending", "oldest idle"):
+    for column in (*lead, "length", "group", "lag", "pending", "oldest idle"):
         justify: Literal["left", "right"] = "left" if column in ("service", "group") else "right"
         streams.add_column(column, justify=justify, no_wrap=True)
     for column in ("delayed", "scheduled", "dead letters"):
         streams.add_column(column, justify="right", no_wrap=True)
     consumers = Table(title="Consumers", title_justify="left")
-    for column in ("service", "group", "consumer", "pending", "idle"):
-        consumers.add_column(column, justify="right" if column in ("pending", "idle") else "left")
+    for column in (*lead, "group", "consumer", "pending", "idle"):
+        right = column in ("partition", "pending", "idle")
+        consumers.add_column(column, justify="right" if right else "left")
     for status in statuses:
         dead = Text(str(status.dead_letters), style="bold red" if status.dead_letters else "")
+        where = [status.name, _partition(status)] if partitioned else [status.name]
         if not status.groups:
             streams.add_row(
-                status.name, str(status.length), "(none)", "-", "-", "-", "-",
+                *where, str(status.length), "(none)", "-", "-", "-", "-",
                 str(status.scheduled), dead,
             )  # fmt: skip
         for i, group in enumerate(status.groups):
             streams.add_row(
-                status.name if i == 0 else "",
+                *(where if i == 0 else [""] * len(where)),
                 str(status.length) if i == 0 else "",
                 group.name,
                 _num(group.lag),
@@ -62,7 +71,7 @@ def status_view(statuses: Sequence[StreamStatus]) -> Group:
             )
             for consumer in group.consumers:
                 consumers.add_row(
-                    status.name,
+                    *where,
                     group.name,
                     consumer.name,
                     str(consumer.pending),
@@ -80,7 +89,7 @@ def dead_letters_table(records: Sequence[DeadLetterRecord], title: str) -> Table
     table.add_column("error", overflow="fold")
     for r in records:
         table.add_row(
-            r.id,
+            r.name,
             r.failed_at[:19].replace("T", " "),
             r.reason,
             r.action_type or "-",

@@ -1,6 +1,7 @@
 """Stream status: length, per-group lag and pending work, consumers, dead letters, delays.
 
-One :class:`StreamStatus` per stream, read in two pipelined round trips (the stream, then its
+One :class:`StreamStatus` per stream (each partition of a service is a stream of its own, with
+its ``partition``), read in two pipelined round trips (the stream, then its
 groups); plain data, JSON-ready by :meth:`StreamStatus.as_dict`, shown by ``common status``.
 """
 
@@ -58,6 +59,7 @@ class StreamStatus:
     dead_letters: int
     scheduled: int  # delayed sends waiting to be put on the stream
     groups: list[GroupStatus] = field(default_factory=list)
+    partition: int = 0  # a service's partition (``stream_partitions``); 0 for topics
 
     @property
     def pending(self) -> int:
@@ -119,6 +121,7 @@ async def stream_status(
         ref.dead_letter_stream,
         int(dead),
         int(scheduled),
+        partition=ref.partition,
     )
     if not groups_info:
         return status

@@ -2,7 +2,8 @@
 
 Operations (status, dead letters, metrics) work on :class:`StreamRef`: a stream, its
 dead-letter stream, and the keys beside it. The sources are services' action streams,
-``<prefix>:<env>:{<service>}:actions`` found with ``SCAN``, and topics
+``<prefix>:<env>:{<service>}:actions`` and their partitions ``{<service>:k}`` (one ref each)
+found with ``SCAN``, and topics
 (:mod:`common.ops.topics`, joined by :func:`add_stream_source`); every command reports both.
 """
 
@@ -28,6 +29,7 @@ __all__ = [
     "action_streams",
     "add_stream_source",
     "find_stream",
+    "find_streams",
     "pool_stream_refs",
     "streams_to_report",
 ]
@@ -40,6 +42,7 @@ class StreamRef:
     """A stream operations look at: ``kind`` (``actions`` or ``topic``), ``name`` (the service
     or topic), the stream, its dead-letter stream, and the field a replayed dead letter is
     written to (``""``: the record's ``original`` is a JSON object of the entry's fields).
+    ``partition`` is the partition of a service's action stream (0 for the first, and topics).
 
     A topic has one dead-letter stream per subscriber group: ``dead_letter_prefix`` + group
     (:meth:`group_dead_letter_stream`); a topic's ref for one group's dead letters has
@@ -53,6 +56,7 @@ class StreamRef:
     payload_field: str = ACTION_FIELD
     dead_letter_prefix: str = ""
     group: str | None = None
+    partition: int = 0
 
     def group_dead_letter_stream(self, group: str) -> str | None:
         """The dead-letter stream of ``group`` (topics), or None (one per stream: actions)."""
@@ -75,13 +79,14 @@ StreamSource = Callable[[aioredis.Redis, QueueManager, str | None], Awaitable[li
 """Lists the streams of one kind (all, or those of one name) for operations to report."""
 
 
-def action_stream_ref(queues: QueueManager, service: str) -> StreamRef:
-    """The :class:`StreamRef` of ``service``'s action stream (names checked)."""
+def action_stream_ref(queues: QueueManager, service: str, partition: int = 0) -> StreamRef:
+    """The :class:`StreamRef` of partition ``partition`` of ``service``'s action stream."""
     try:
-        stream = queues.action_stream(service)
+        stream = queues.action_stream(service, partition)
     except InvalidKeyError as exc:
         raise OpsError(str(exc)) from None
-    return StreamRef(ACTIONS, service, stream, queues.dead_letter_stream(service))
+    dead_letters = queues.dead_letter_stream(service, partition)
+    return StreamRef(ACTIONS, service, stream, dead_letters, partition=partition)
 
 
 def _text(key: Any) -> str:
@@ -91,22 +96,21 @@ def _text(key: Any) -> str:
 async def action_streams(
     redis: aioredis.Redis, queues: QueueManager, service: str | None = None
 ) -> list[StreamRef]:
-    """Services' action streams: all (by ``SCAN``), or ``service``'s if it exists."""
-    if service is not None:
-        if not is_service_name(service):
-            return []  # not a service: perhaps another source's name
-        ref = action_stream_ref(queues, service)
-        return [ref] if await redis.exists(ref.stream) else []
-    pattern = f"{queues.prefix}:{queues.environment}:{{*}}:actions"
-    found: dict[str, StreamRef] = {}
+    """Services' action streams, one ref per partition, by ``SCAN``: all, or ``service``'s
+    (those that exist); by service, then partition."""
+    if service is not None and not is_service_name(service):
+        return []  # not a service: perhaps another source's name
+    # '{calc*}' matches '{calc}' and '{calc:k}' (and '{calcx}', left out by the parse below).
+    pattern = f"{queues.prefix}:{queues.environment}:{{{service or ''}*}}:actions"
+    found: set[tuple[str, int]] = set()
     async for key in redis.scan_iter(match=pattern, count=1000):
         try:
             parsed = queues.parse(_text(key))
         except InvalidKeyError:
             continue
-        if parsed.kind is KeyKind.ACTIONS:
-            found[parsed.service] = action_stream_ref(queues, parsed.service)
-    return [found[name] for name in sorted(found)]
+        if parsed.kind is KeyKind.ACTIONS and service in (None, parsed.service):
+            found.add((parsed.service, parsed.partition))
+    return [action_stream_ref(queues, name, k) for name, k in sorted(found)]
 
 
 _SOURCES: list[StreamSource] = [action_streams]
@@ -128,8 +132,10 @@ async def streams_to_report(
     return refs
 
 
-async def find_stream(redis: aioredis.Redis, queues: QueueManager, name: str) -> StreamRef:
-    """The one stream named ``name``; :class:`UnknownStreamError` if there is none."""
+async def find_streams(redis: aioredis.Redis, queues: QueueManager, name: str) -> list[StreamRef]:
+    """The streams named ``name``: a service's partitions (a service comes first when a
+    service and a topic share the name), else the topic's; :class:`UnknownStreamError` if
+    there are none."""
     refs = await streams_to_report(redis, queues, name)
     if not refs:
         if not is_service_name(name):
@@ -137,15 +143,34 @@ async def find_stream(redis: aioredis.Redis, queues: QueueManager, name: str) ->
         raise UnknownStreamError(
             f"unknown service {name!r}: no stream {queues.action_stream(name)} in Redis"
         )
-    return refs[0]
+    return [ref for ref in refs if ref.kind == refs[0].kind]
+
+
+async def find_stream(redis: aioredis.Redis, queues: QueueManager, name: str) -> StreamRef:
+    """The first stream named ``name`` (a service's partition 0): see :func:`find_streams`."""
+    return (await find_streams(redis, queues, name))[0]
+
+
+def _partition_of(queues: QueueManager, stream: str) -> int:
+    try:
+        return queues.parse(stream).partition
+    except InvalidKeyError:
+        return 0  # a topic
 
 
 def pool_stream_refs(pool: Any) -> list[StreamRef]:
-    """The streams a :class:`~common.workers.WorkerPool` reads (from its settings before start)."""
+    """The streams a :class:`~common.workers.WorkerPool` reads, every partition's (before
+    start: from its settings), partition 0 first."""
     settings = pool.settings
     queues = QueueManager(settings.queue_prefix, settings.environment)
+    name = settings.service_name
     workers = getattr(pool, "workers", None)
     if workers:
-        name = settings.service_name
-        return [StreamRef(ACTIONS, name, s, dlq) for s, dlq in workers[0].streams.items()]
-    return [action_stream_ref(queues, settings.service_name)]
+        return [
+            StreamRef(ACTIONS, name, s, dlq, partition=_partition_of(queues, s))
+            for s, dlq in workers[0].streams.items()
+        ]
+    return [
+        action_stream_ref(queues, name, k)
+        for k in range(max(getattr(settings, "stream_partitions", 1), 1))
+    ]

@@ -3,7 +3,7 @@
 A topic stream is read by every subscriber group (one per declarative worker), each with its
 own dead-letter stream ``<prefix>:<env>:{<topic>}:dlq:<group>``. :func:`topic_streams` is the
 stream source (:func:`~common.ops.streams.add_stream_source`) that makes ``status`` report
-topics; :func:`find_dead_letters` says which dead-letter stream a ``dlq`` command acts on.
+topics; :func:`find_dead_letter_refs` says which dead-letter streams a ``dlq`` command acts on.
 
 Replaying a topic's dead letter re-publishes the original event on the topic stream, and a
 topic stream has no way to address one group: every group reads it again (see
@@ -25,6 +25,7 @@ from common.ops.streams import ACTIONS, StreamRef, add_stream_source, streams_to
 
 __all__ = [
     "TOPIC",
+    "find_dead_letter_refs",
     "find_dead_letters",
     "group_names",
     "other_groups",
@@ -107,22 +108,30 @@ def _topic_stream(queues: QueueManager, topic: str) -> str:
 async def find_dead_letters(
     redis: aioredis.Redis, queues: QueueManager, name: str, group: str | None = None
 ) -> StreamRef:
+    """The first of :func:`find_dead_letter_refs` (a partitioned service's partition 0)."""
+    return (await find_dead_letter_refs(redis, queues, name, group))[0]
+
+
+async def find_dead_letter_refs(
+    redis: aioredis.Redis, queues: QueueManager, name: str, group: str | None = None
+) -> list[StreamRef]:
     """The dead letters a ``dlq`` command acts on.
 
-    With ``group``: that subscriber group's on topic ``name``. Without: service ``name``'s (a
-    service's action stream comes first when a service and a topic share the name), else topic
-    ``name``'s only group's; a topic with several groups needs ``group``."""
+    With ``group``: that subscriber group's on topic ``name``. Without: service ``name``'s, one
+    ref per partition (a service's action stream comes first when a service and a topic share
+    the name), else topic ``name``'s only group's; a topic with several groups needs
+    ``group``."""
     if group is not None:
         if not is_topic_name(name):
             raise UnknownStreamError(f"{name!r} is not a topic name")
         ref = topic_group_ref(queues, name, group)
         if not await redis.exists(ref.stream, ref.dead_letter_stream):
             raise UnknownStreamError(f"unknown topic {name!r}: no stream {ref.stream} in Redis")
-        return ref
+        return [ref]
     refs = await streams_to_report(redis, queues, name)
-    for ref in refs:
-        if ref.kind == ACTIONS:
-            return ref
+    actions = [ref for ref in refs if ref.kind == ACTIONS]
+    if actions:
+        return actions
     topics = [ref for ref in refs if ref.kind == TOPIC]
     if not topics:
         if not is_service_name(name) and not is_topic_name(name):
@@ -135,7 +144,7 @@ async def find_dead_letters(
     if len(groups) != 1:
         which = f"groups {', '.join(groups)}" if groups else "no subscriber groups"
         raise OpsError(f"topic {name!r} has {which}: name one with --group")
-    return topic_group_ref(queues, name, groups[0])
+    return [topic_group_ref(queues, name, groups[0])]
 
 
 add_stream_source(topic_streams)
