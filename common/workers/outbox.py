@@ -213,24 +213,43 @@ class Outbox:
     async def _ack_plain(
         self, redis: aioredis.Redis, items: list[Settled], result: FlushResult
     ) -> FlushResult:
-        """The common case, on its own path: plain XACKs (of one stream: one command)."""
+        """The common case, on its own path: plain XACKs, one command per stream."""
+        by_stream: dict[str, list[Settled]] = {}
         if self.more_streams:
-            try:
-                await self._ack(redis, items, result)
-            except BaseException:
-                self._keep_undone(items, result)
-                raise
-            self._keep_undone(items, result)
-            return result
+            default = self.stream
+            for item in items:
+                stream = item.delivery.stream or default
+                ours = by_stream.get(stream)
+                if ours is None:
+                    by_stream[stream] = [item]
+                else:
+                    ours.append(item)
+        else:
+            by_stream[self.stream] = items
         try:
-            await redis.xack(self.stream, self.group, *[i.delivery.entry_id for i in items])
+            if len(by_stream) == 1:
+                [(stream, ours)] = by_stream.items()
+                await redis.xack(stream, self.group, *[i.delivery.entry_id for i in ours])
+                result.done = items
+                return result
+            pipe = redis.pipeline(transaction=False)
+            for stream, ours in by_stream.items():
+                pipe.xack(stream, self.group, *[i.delivery.entry_id for i in ours])
+            replies = await pipe.execute(raise_on_error=False)
         except BaseException as exc:
             self.items[:0] = items
             if not isinstance(exc, Exception):  # cancelled: put back, then propagate
                 raise
             result.error = exc
             return result
-        result.done = items
+        undone: list[Settled] = []
+        for ours, reply in zip(by_stream.values(), replies, strict=True):
+            if isinstance(reply, Exception):
+                result.error = reply
+                undone += ours
+            else:
+                result.done += ours
+        self.items[:0] = undone
         return result
 
     async def _write(
