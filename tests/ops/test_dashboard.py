@@ -75,9 +75,7 @@ async def test_the_dashboard_is_off_by_default(board: Any, seeded: Seeded) -> No
         ops_router(board, dashboard_auth=require_token)
 
 
-async def test_the_overview_shows_lag_pending_and_dead_letters(
-    board: Any, seeded: Seeded
-) -> None:
+async def test_the_overview_shows_lag_pending_and_dead_letters(board: Any, seeded: Seeded) -> None:
     async with _http(board, dashboard=True) as http:
         page = await http.get("/ops/")
         assert page.status_code == 200
@@ -180,9 +178,7 @@ async def test_replay_moves_the_entry_back_onto_its_stream(
     assert await redis.xlen(seeded.calc_stream) == 3
 
 
-async def test_purge_deletes_the_record(
-    board: Any, seeded: Seeded, redis: aioredis.Redis
-) -> None:
+async def test_purge_deletes_the_record(board: Any, seeded: Seeded, redis: aioredis.Redis) -> None:
     record_id, other = seeded.dead_letter_ids
     headers = {**CSRF, "X-Token": AUTH_TOKEN}
     async with _http(board, dashboard=True, dashboard_auth=require_token) as http:
