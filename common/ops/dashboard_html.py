@@ -8,6 +8,7 @@ pages work wherever the app mounts the router.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from html import escape
 from urllib.parse import quote, urlencode
@@ -178,14 +179,27 @@ class DeadLetterView:
     limit: int = 100
 
 
+def _decoded(original: str) -> object:
+    """The record's payload as JSON; a topic's ``{"event": "<json>"}`` with the event decoded."""
+    value = orjson.loads(original)
+    if isinstance(value, dict) and isinstance(value.get("event"), str):
+        with suppress(orjson.JSONDecodeError):
+            value = {**value, "event": orjson.loads(value["event"])}
+    return value
+
+
 def _payload(original: str) -> str:
+    """The payload pretty-printed, folded under a one-line preview of its ``data``."""
     try:
-        value = orjson.loads(original)
+        value = _decoded(original)
     except orjson.JSONDecodeError:
         pretty = compact = original
     else:
         pretty = orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
-        compact = orjson.dumps(value).decode()
+        inner = value.get("event", value) if isinstance(value, dict) else value
+        if isinstance(inner, dict) and "data" in inner:
+            inner = inner["data"]
+        compact = orjson.dumps(inner).decode()
     preview = compact if len(compact) <= PREVIEW_CHARS else compact[:PREVIEW_CHARS] + "..."
     return f"<details><summary>{_e(preview)}</summary><pre>{_e(pretty)}</pre></details>"
 
