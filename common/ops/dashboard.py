@@ -58,6 +58,11 @@ __all__ = ["DeadLetterIds", "add_dashboard"]
 
 T = TypeVar("T")
 EntryId = Annotated[str, StringConstraints(pattern=r"^\d{1,20}-\d{1,20}$")]
+# Query parameters of the dead-letter routes (module level: FastAPI resolves them by name).
+Group = Annotated[str | None, Query(max_length=200)]
+Text = Annotated[str, Query(max_length=200)]
+TypeText = Annotated[str, Query(alias="type", max_length=200)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
 class DeadLetterIds(BaseModel):
@@ -208,11 +213,6 @@ def add_dashboard(
             return DeadLetterView(ref, records, total, enabled, others, reason, action_type, limit)
 
         return await _run(pools, timeout_s, op)
-
-    Group = Annotated[str | None, Query(max_length=200)]
-    Text = Annotated[str, Query(max_length=200)]
-    TypeText = Annotated[str, Query(alias="type", max_length=200)]
-    Limit = Annotated[int, Query(ge=1, le=1000)]
 
     @router.get("/ops/dlq/{name}", response_class=HTMLResponse, include_in_schema=False)
     async def dead_letters(

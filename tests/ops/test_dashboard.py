@@ -7,11 +7,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import httpx
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Header, HTTPException
 
 from common import CommonAppSettings, WorkerPool
+from common.clients.queue_manager import QueueManager
 from common.ops import ops_router
 from tests.integration.workers import CalcWorker
 from tests.ops.dashboard_seed import AUTH_TOKEN, SCRIPT, Seeded, board_settings, seed
@@ -224,3 +226,51 @@ async def test_unknown_names_and_a_pool_not_started(board: Any, seeded: Seeded) 
         assert api.json() == {"detail": "no Redis connection: the worker pool is not started"}
         page = await http.get("/ops/")
         assert page.status_code == 503 and "the worker pool is not started" in page.text
+
+
+async def test_a_topic_groups_dead_letters_replay_to_every_group_only_when_asked(
+    board: Any, settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    queues = QueueManager(settings.queue_prefix, settings.environment)
+    topic = "dash.orders"
+    stream = queues.topic_stream(topic)
+    event = orjson.dumps({"name": topic, "event_id": "e-1", "data": {"order": 7}}).decode()
+    for group in ("billing", "shipping"):
+        await redis.xgroup_create(stream, group, id="$", mkstream=True)
+    await redis.xadd(stream, {"event": event})
+    dead_letters = queues.topic_dead_letter_stream(topic, "billing")
+    record = {
+        "original": orjson.dumps({"event": event}),
+        "error": orjson.dumps({"error_type": "RuntimeError", "message": "tax table missing"}),
+        "reason": "max_retries",
+        "retries": "2",
+        "stream": stream,
+    }
+    record_id = (await redis.xadd(dead_letters, record)).decode()
+    headers = {**CSRF, "X-Token": AUTH_TOKEN}
+    async with _http(board, dashboard=True, dashboard_auth=require_token) as http:
+        overview = (await http.get("/ops/")).text
+        billing = _row(overview, topic, "billing")
+        assert _cell(billing, "dead-letters") == "1"
+        assert 'href="dlq/dash.orders?group=billing"' in billing
+        assert _cell(_row(overview, topic, "shipping"), "dead-letters") == "0"
+
+        page = await http.get("/ops/dlq/dash.orders", params={"group": "billing"})
+        assert page.status_code == 200
+        assert 'data-other-groups="shipping"' in page.text
+        assert "tax table missing" in page.text and "{&quot;order&quot;:7}" in page.text
+        no_group = await http.get("/ops/api/dlq/dash.orders")
+        assert no_group.status_code == 400 and "billing, shipping" in no_group.json()["detail"]
+
+        url = "/ops/api/dlq/dash.orders/replay"
+        body: dict[str, Any] = {"ids": [record_id], "group": "billing"}
+        refused = await http.post(url, json=body, headers=headers)
+        assert refused.status_code == 409
+        assert "(shipping) that would get the events again" in refused.json()["detail"]
+        assert await redis.xlen(dead_letters) == 1 and await redis.xlen(stream) == 1
+
+        done = await http.post(url, json={**body, "all_groups": True}, headers=headers)
+        assert done.status_code == 200, done.text
+        new_id = done.json()["replayed"][record_id]
+    assert await redis.xlen(dead_letters) == 0
+    assert await _entry(redis, stream, new_id) == {b"event": event.encode()}

@@ -148,3 +148,12 @@ async def test_the_page_shows_lag_live_and_replay_and_purge_clicks_work(
             await browser.close()
     assert problems == []
     assert await redis.xlen(seeded.calc_stream) == 3
+
+
+def test_without_chromium_the_browser_test_fails_and_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(pytest.fail.Exception, match=r"bootstrap --with-browser"):
+        chromium()
