@@ -23,7 +23,7 @@ header { display: flex; align-items: baseline; gap: 16px; padding: 12px 24px;
   border-bottom: 1px solid var(--line); background: var(--bg); }
 header h1 { margin: 0; font-size: 18px; }
 header .where { color: var(--muted); font-family: ui-monospace, monospace; font-size: 12px; }
-header nav { margin-left: auto; }
+header nav { margin-left: auto; font-size: 13px; }
 main { padding: 16px 24px; }
 a { color: var(--accent); text-decoration: none; }
 a:hover { text-decoration: underline; }
@@ -34,10 +34,15 @@ h2 { font-size: 15px; margin: 20px 0 8px; }
 .card .label { color: var(--muted); font-size: 12px; }
 table { border-collapse: collapse; width: 100%; }
 th, td { border-bottom: 1px solid var(--line); padding: 5px 8px; text-align: left;
-  vertical-align: top; }
+  vertical-align: baseline; }
 th { background: var(--bg); font-weight: 600; font-size: 12px; color: var(--muted); }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.key { font-family: ui-monospace, monospace; font-size: 12px; }
+.key { font-family: ui-monospace, monospace; font-size: 12px; }
+td[data-col="id"], td[data-col="failed-at"] { white-space: nowrap; }
+td[data-col="error"] { min-width: 180px; }
+td[data-col="payload"] { min-width: 300px; }
+td[data-col="actions"] { width: 90px; }
+td[data-col="actions"] button { width: 72px; }
 .bad { color: var(--bad); font-weight: 600; }
 .warn { color: var(--warn); font-weight: 600; }
 .muted { color: var(--muted); }
@@ -51,7 +56,7 @@ td.key { font-family: ui-monospace, monospace; font-size: 12px; }
   padding: 8px 12px; margin: 8px 0; color: var(--muted); }
 pre { margin: 4px 0 0; max-height: 280px; overflow: auto; background: var(--bg);
   border: 1px solid var(--line); border-radius: 4px; padding: 6px; font-size: 12px;
-  white-space: pre-wrap; word-break: break-all; }
+  white-space: pre-wrap; overflow-wrap: anywhere; }
 summary { cursor: pointer; font-family: ui-monospace, monospace; font-size: 12px;
   max-width: 420px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 button { font: inherit; font-size: 12px; padding: 3px 10px; border-radius: 6px; cursor: pointer;
@@ -63,6 +68,7 @@ tr.done td { background: #f0fff4; }
 tr.failed td { background: #fff5f5; }
 form.filter { display: flex; gap: 8px; align-items: center; margin: 8px 0; }
 form.filter input { font: inherit; font-size: 12px; padding: 2px 6px; width: 140px; }
+form.filter input[type="number"] { width: 70px; }
 """
 
 OVERVIEW_JS = """

@@ -40,7 +40,15 @@ def _duration(ms: int | None) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def _page(title: str, where: str, body: str, nonce: str, script: str = "", data: str = "") -> str:
+def _page(
+    title: str,
+    where: str,
+    body: str,
+    nonce: str,
+    script: str = "",
+    data: str = "",
+    nav: str = "",
+) -> str:
     """A whole page; its inline style and script carry ``nonce`` (the response's CSP allows
     only those, so markup that slipped into a payload could not run)."""
     tail = f'<script nonce="{_e(nonce)}">{script}</script>' if script else ""
@@ -50,7 +58,7 @@ def _page(title: str, where: str, body: str, nonce: str, script: str = "", data:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<title>{_e(title)}</title><style nonce="{_e(nonce)}">{CSS}</style></head>'
         f"<body{data}><header><h1>{_e(title)}</h1>"
-        f'<span class="where">{_e(where)}</span></header>'
+        f'<span class="where">{_e(where)}</span><nav>{nav}</nav></header>'
         f"<main>{body}</main>{tail}</body></html>"
     )
 
@@ -158,11 +166,9 @@ def overview_tables(statuses: Sequence[StreamStatus]) -> str:
 def overview_page(
     statuses: Sequence[StreamStatus], where: str, nonce: str, error: str | None = None
 ) -> str:
-    body = (
-        f'<p><span id="state">live: refreshed every few seconds</span></p>{_banner(error)}'
-        f'<div id="overview">{overview_tables(statuses)}</div>'
-    )
-    return _page("Streams", where, body, nonce, OVERVIEW_JS)
+    body = f'{_banner(error)}<div id="overview">{overview_tables(statuses)}</div>'
+    state = '<span id="state">live: refreshed every few seconds</span>'
+    return _page("Streams", where, body, nonce, OVERVIEW_JS, nav=state)
 
 
 @dataclass(slots=True)
@@ -237,9 +243,9 @@ def dead_letters_page(
 ) -> str:
     """The dead letters of one service or topic group, or ``error`` when they cannot be read."""
     title = f"Dead letters: {name}" + (f" ({view.ref.group})" if view and view.ref.group else "")
-    back = '<p><a href="../">&larr; all streams</a></p>'
+    back = '<a href="../">&larr; all streams</a>'
     if view is None:
-        return _page(title, where, back + _banner(error or "nothing to show"), nonce)
+        return _page(title, where, _banner(error or "nothing to show"), nonce, nav=back)
     ref = view.ref
     notes = ""
     if not view.actions_enabled:
@@ -267,7 +273,7 @@ def dead_letters_page(
     if not view.records:
         rows = f'<tr><td colspan="{len(heads)}" class="muted">no dead letters</td></tr>'
     body = (
-        f'{back}<p><span class="key">{_e(ref.dead_letter_stream)}</span>: '
+        f'<p><span class="key">{_e(ref.dead_letter_stream)}</span>: '
         f'<span id="shown">{len(view.records)} shown of {view.total}</span></p>'
         f'{notes}{_banner(error)}{form}<table id="dead-letters"><thead><tr>{head}</tr></thead>'
         f"<tbody>{rows}</tbody></table>"
@@ -277,4 +283,4 @@ def dead_letters_page(
         data += f' data-group="{_e(ref.group)}"'
     if view.other_groups:
         data += f' data-other-groups="{_e(", ".join(view.other_groups))}"'
-    return _page(title, where, body, nonce, DEAD_LETTERS_JS, data)
+    return _page(title, where, body, nonce, DEAD_LETTERS_JS, data, nav=back)
