@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -19,6 +21,7 @@ from tests.integration.workers import CalcWorker
 from tests.ops.dashboard_seed import AUTH_TOKEN, SCRIPT, Seeded, board_settings, seed
 
 CSRF = {"X-Ops-Dashboard": "1"}
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def require_token(x_token: Annotated[str | None, Header()] = None) -> None:
@@ -274,3 +277,33 @@ async def test_a_topic_groups_dead_letters_replay_to_every_group_only_when_asked
         new_id = done.json()["replayed"][record_id]
     assert await redis.xlen(dead_letters) == 0
     assert await _entry(redis, stream, new_id) == {b"event": event.encode()}
+
+
+async def test_the_readme_snippet_serves_the_dashboard_behind_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The README's "Dashboard" example as printed, on the embedded memory:// server."""
+    section = README.split("### Dashboard\n", 1)[1].split("\n### ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    monkeypatch.setenv("OPS_PASSWORD", "correct horse")
+    monkeypatch.setenv("QUEUE_PREFIX", "readme" + uuid.uuid4().hex[:8])
+    namespace: dict[str, Any] = {}
+    exec(code.group(1), namespace)
+    app: FastAPI = namespace["app"]
+    body = {"ids": ["1-1"]}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+            page = await http.get("/ops/")
+            assert page.status_code == 200
+            assert 'data-stream="users"' in page.text
+            url = "/ops/api/dlq/users/purge"
+            anonymous = await http.post(url, json=body, headers=CSRF)
+            assert anonymous.status_code == 401
+            assert anonymous.headers["www-authenticate"].startswith("Basic")
+            wrong = await http.post(url, json=body, headers=CSRF, auth=("ops", "guess"))
+            assert wrong.status_code == 401
+            ok = await http.post(url, json=body, headers=CSRF, auth=("ops", "correct horse"))
+            assert ok.status_code == 200
+            assert ok.json() == {"deleted": 0, "missing": ["1-1"]}
