@@ -12,9 +12,10 @@ read through the first started pool's Redis connection, in that pool's namespace
 - ``POST /ops/api/dlq/{name}/replay`` and ``.../purge`` with ``{"ids": [...], "group": G}``:
   only when the app passes ``dashboard_auth`` (a FastAPI dependency, run first: it may raise
   401 or 403); without it they answer 403 and the page's buttons are disabled. They also
-  require the ``X-Ops-Dashboard`` header (which a cross-site form cannot send) and refuse a
-  foreign ``Origin``. Replaying a topic group's dead letters when the topic has other groups
-  needs ``"all_groups": true`` (every group reads the event again), else 409.
+  require the ``X-Ops-Dashboard`` header (which a cross-site form cannot send) and refuse an
+  ``Origin`` other than the ``Host`` (or a proxy's ``X-Forwarded-Host``). Replaying a topic
+  group's dead letters when the topic has other groups needs ``"all_groups": true`` (every
+  group reads the event again), else 409.
 """
 
 from __future__ import annotations
@@ -155,7 +156,8 @@ async def _from_the_page(request: Request) -> None:
     if request.headers.get(CSRF_HEADER) != "1":
         raise HTTPException(403, f"the {CSRF_HEADER}: 1 header is required")
     origin = request.headers.get("origin")
-    if origin and urlsplit(origin).netloc != request.headers.get("host"):
+    hosts = {request.headers.get("host"), request.headers.get("x-forwarded-host")}  # a proxy's
+    if origin and urlsplit(origin).netloc not in hosts:
         raise HTTPException(403, f"cross-origin request from {origin} refused")
 
 

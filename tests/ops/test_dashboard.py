@@ -186,9 +186,10 @@ async def test_replay_moves_the_entry_back_onto_its_stream(
 async def test_purge_deletes_the_record(board: Any, seeded: Seeded, redis: aioredis.Redis) -> None:
     record_id, other = seeded.dead_letter_ids
     headers = {**CSRF, "X-Token": AUTH_TOKEN}
+    proxied = {**headers, "Origin": "https://ops.example", "X-Forwarded-Host": "ops.example"}
     async with _http(board, dashboard=True, dashboard_auth=require_token) as http:
         response = await http.post(
-            "/ops/api/dlq/calc/purge", json={"ids": [record_id]}, headers=headers
+            "/ops/api/dlq/calc/purge", json={"ids": [record_id]}, headers=proxied
         )
         assert response.status_code == 200, response.text
         assert response.json() == {"deleted": 1, "missing": []}
