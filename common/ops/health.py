@@ -10,11 +10,13 @@ Mount it in the service's app::
 when Redis answers, the consumer groups exist, the workers run and no outbox is stuck, and 503
 with the reasons otherwise (see :mod:`common.ops.readiness`). ``/metrics`` is the Prometheus
 exposition (:mod:`common.ops.metrics`), or 501 when ``prometheus-client`` is not installed.
+With ``dashboard=True`` it also serves the web dashboard under ``/ops/``
+(:mod:`common.ops.dashboard`): read-only unless ``dashboard_auth`` is given.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import APIRouter
@@ -26,9 +28,17 @@ __all__ = ["ops_router"]
 
 
 def ops_router(
-    pools: Any | Sequence[Any], *, metrics: bool = True, ready_timeout_s: float = 1.0
+    pools: Any | Sequence[Any],
+    *,
+    metrics: bool = True,
+    ready_timeout_s: float = 1.0,
+    dashboard: bool = False,
+    dashboard_auth: Callable[..., Any] | None = None,
 ) -> APIRouter:
-    """Health and metrics routes for one :class:`~common.workers.WorkerPool` or several."""
+    """Health and metrics routes for one :class:`~common.workers.WorkerPool` or several.
+
+    ``dashboard=True`` adds the dashboard (never there by default); its replay and purge
+    routes depend on ``dashboard_auth`` (a FastAPI dependency) and answer 403 without it."""
     pool_list = list(pools) if isinstance(pools, (list, tuple)) else [pools]
     router = APIRouter(tags=["operations"])
 
@@ -64,4 +74,10 @@ def ops_router(
             body = await prom.render(state["registry"], state["collector"])
             return Response(body, media_type=prom.CONTENT_TYPE_LATEST)
 
+    if dashboard:
+        from common.ops.dashboard import add_dashboard
+
+        add_dashboard(router, pool_list, dashboard_auth)
+    elif dashboard_auth is not None:
+        raise ValueError("dashboard_auth is given but dashboard is False: pass dashboard=True")
     return router

@@ -7,7 +7,7 @@ topics; :func:`find_dead_letter_refs` says which dead-letter streams a ``dlq`` c
 
 Replaying a topic's dead letter re-publishes the original event on the topic stream, and a
 topic stream has no way to address one group: every group reads it again (see
-:func:`other_groups`, and the README's "Operations" section).
+:func:`other_groups`, and the README's "Operating it" section).
 """
 
 from __future__ import annotations
