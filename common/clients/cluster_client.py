@@ -8,6 +8,9 @@ one client are in flight at once (each holds at most one connection per node, so
 needs more); the others wait for one to finish, up to :attr:`connection_wait_s`, then fail
 with a (transient) ``MaxConnectionsError`` that names the setting.
 
+It also finds the keys of ``XREADGROUP`` and ``XREAD`` itself: redis-py asks the server
+(``COMMAND GETKEYS``, one more round trip) for every command whose keys move, as a read's do.
+
 A command that redis-py issues while one of ours is in flight (a pipeline re-sending a
 redirected command, a command run on several nodes) belongs to that one and does not wait.
 """
@@ -21,7 +24,7 @@ from typing import Any, cast
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.exceptions import MaxConnectionsError, RedisClusterException
 
-__all__ = ["WaitingRedisCluster"]
+__all__ = ["WaitingRedisCluster", "stream_read_keys"]
 
 _HOLDING: ContextVar[bool] = ContextVar("common_cluster_slot_held", default=False)
 
@@ -74,6 +77,16 @@ class WaitingRedisCluster(RedisCluster):
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         return await self._bounded(super().execute_command, *args, **kwargs)
 
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        keys = stream_read_keys(command, args)
+        if keys is None:
+            slot: int = await super()._determine_slot(command, *args)
+            return slot
+        slots = {self.keyslot(key) for key in keys}
+        if len(slots) != 1:
+            raise RedisClusterException(f"{command} - all keys must map to the same key slot")
+        return slots.pop()
+
     def pipeline(
         self, transaction: Any | None = None, shard_hint: Any | None = None
     ) -> ClusterPipeline:
@@ -82,6 +95,33 @@ class WaitingRedisCluster(RedisCluster):
         # redis-py's own pipeline() builds its ClusterPipeline the same way (mypy takes its
         # lazily set _event_dispatcher for an abstract attribute).
         return _WaitingPipeline(self, transaction)  # type: ignore[abstract]
+
+
+_READS = {"XREADGROUP": 3, "XREAD": 0}  # the read command: where its options start
+_OPTIONS = {"COUNT": 2, "BLOCK": 2, "NOACK": 1}  # an option: how many arguments it takes
+
+
+def stream_read_keys(command: Any, args: tuple[Any, ...]) -> list[Any] | None:
+    """The stream keys of an ``XREADGROUP``/``XREAD`` (``args``: its arguments after the
+    command name), None for another command or a form this does not know (redis-py asks the
+    server then)."""
+    name = command.decode() if isinstance(command, bytes) else str(command)
+    i = _READS.get(name.upper())
+    if i is None:
+        return None
+    while i < len(args):
+        word = args[i]
+        word = (word.decode() if isinstance(word, bytes) else str(word)).upper()
+        if word == "STREAMS":
+            rest = args[i + 1 :]
+            if not rest or len(rest) % 2:
+                return None
+            return list(rest[: len(rest) // 2])
+        step = _OPTIONS.get(word)
+        if step is None:
+            return None
+        i += step
+    return None
 
 
 class _WaitingPipeline(ClusterPipeline):

@@ -9,7 +9,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from common import BaseRedisClient, CommonAppSettings, DomainAction
+from common import BaseRedisClient, BaseWorker, CommonAppSettings, DomainAction, WorkerPool
 from common.clients.queue_manager import QueueManager
 from common.clients.redis_manager import is_cluster
 from common.messaging import ActionContext, run_workers
@@ -160,3 +160,37 @@ async def test_concurrent_sends_to_services_on_every_master_coalesce_and_keep_or
     for service, mine in zip(services, ids, strict=True):
         stored = await redis.xrange(queues.action_stream(service))
         assert [e.decode() for e, _ in stored] == mine
+
+
+class _Counting(BaseWorker):
+    handled = 0
+
+    async def _handle_calc_count(self, action: DomainAction) -> None:
+        type(self).handled += 1
+
+
+async def test_reads_do_not_ask_the_server_for_their_keys(
+    settings: CommonAppSettings, redis: aioredis.Redis, redis_cluster: Any
+) -> None:
+    """redis-py would send ``COMMAND GETKEYS`` before every XREADGROUP (its keys move): one
+    more round trip per read. The toolkit's cluster client finds them itself."""
+
+    async def getkeys_calls() -> int:
+        total = 0
+        for node in redis_cluster.nodes:
+            plain = aioredis.Redis(host="127.0.0.1", port=node.port)
+            stats = await plain.info("commandstats")
+            await plain.aclose()
+            total += int(stats.get("cmdstat_command|getkeys", {}).get("calls", 0))
+        return total
+
+    before = await getkeys_calls()
+    client = BaseRedisClient("api", redis, settings)
+    async with WorkerPool(_Counting, settings, redis, num_workers=2):
+        for _ in range(20):
+            await client.send_action_async(
+                DomainAction(action_type="calc.count", payload={}, target_service="calc")
+            )
+        await wait_for(lambda: _Counting.handled == 20)
+    await client.close()
+    assert await getkeys_calls() == before
