@@ -122,7 +122,8 @@ def overview_tables(statuses: Sequence[StreamStatus]) -> str:
             f'<span title="{_e(status.stream)}">{_e(status.name)}</span>'
         )
         part = str(status.partition) if status.kind == "actions" else "-"
-        part_attr = f' data-partition="{status.partition}"' if status.kind == "actions" else ""
+        actions = partitioned and status.kind == "actions"
+        part_attr = f' data-partition="{status.partition}"' if actions else ""
         groups: list[GroupStatus | None] = list(status.groups) or [None]
         for i, group in enumerate(groups):
             first = i == 0
