@@ -75,11 +75,6 @@ async def _select(
     return await list_partitions(redis, refs, where), []
 
 
-def _by_ref(refs: list[Any], records: list[Any]) -> list[tuple[Any, list[Any]]]:
-    """``records`` grouped by the ref (partition) whose dead letters hold them."""
-    return [(ref, [r for r in records if r.partition == ref.partition]) for ref in refs]
-
-
 @dlq_app.command("list")
 def dlq_list(
     service: Annotated[str, typer.Argument(help="the service or topic")],
@@ -190,7 +185,7 @@ def dlq_replay(
     one group): with other groups there, this asks first unless --yes."""
     from common.clients.queue_manager import QueueManager
     from common.ops.connection import ops_connection
-    from common.ops.deadletters import ReplayResult, replay
+    from common.ops.deadletters import ReplayResult, by_partition, replay
     from common.ops.errors import OpsError
     from common.ops.topics import find_dead_letter_refs, other_groups
 
@@ -224,9 +219,7 @@ def dlq_replay(
             onto: list[tuple[str, int]] = []
             with progress:
                 task = progress.add_task("replaying", total=len(records))
-                for part, chosen in _by_ref(refs, records):
-                    if not chosen:
-                        continue
+                for part, chosen in by_partition(refs, records):
                     done = await replay(redis, part, chosen, lambda n: progress.advance(task, n))
                     result.replayed.update(done.replayed)
                     result.missing += done.missing
@@ -271,7 +264,7 @@ def dlq_purge(
     """Delete dead letters for good (asks first unless --yes)."""
     from common.clients.queue_manager import QueueManager
     from common.ops.connection import ops_connection
-    from common.ops.deadletters import purge
+    from common.ops.deadletters import purge_partitions
     from common.ops.errors import OpsError
     from common.ops.topics import find_dead_letter_refs
 
@@ -289,17 +282,11 @@ def dlq_purge(
                 if not sure:
                     raise OpsError("nothing deleted (pass --yes to purge without asking)")
             progress = progress_bar(len(records))
-            deleted = 0
             with progress:
                 task = progress.add_task("purging", total=len(records))
-                for part, chosen in _by_ref(refs, records):
-                    if chosen:
-                        deleted += await purge(
-                            redis,
-                            part.dead_letter_stream,
-                            [r.id for r in chosen],
-                            lambda n: progress.advance(task, n),
-                        )
+                deleted = await purge_partitions(
+                    redis, refs, records, lambda n: progress.advance(task, n)
+                )
         if as_json:
             typer.echo(dumps({"deleted": deleted, "missing": not_found}))
         else:

@@ -7,9 +7,11 @@ read through the first started pool's Redis connection, in that pool's namespace
 
 - ``GET /ops/``: the overview page, refreshed by polling ``GET /ops/api/status`` (the
   statuses as ``common status --json`` gives them, and the rendered tables as ``html``);
-- ``GET /ops/dlq/{name}[?group=G&reason=R&type=T&limit=N]``: a service's dead letters, or a
-  topic group's (``GET /ops/api/dlq/{name}``: the same records as JSON);
-- ``POST /ops/api/dlq/{name}/replay`` and ``.../purge`` with ``{"ids": [...], "group": G}``:
+- ``GET /ops/dlq/{name}[?group=G&reason=R&type=T&limit=N]``: a service's dead letters (of all
+  its partitions, a record of partition k named ``k:<id>``), or a topic group's
+  (``GET /ops/api/dlq/{name}``: the same records as JSON);
+- ``POST /ops/api/dlq/{name}/replay`` and ``.../purge`` with ``{"ids": [...], "group": G}``
+  (ids are the records' names; each acts on its own partition):
   only when the app passes ``dashboard_auth`` (a FastAPI dependency, run first: it may raise
   401 or 403); without it they answer 403 and the page's buttons are disabled. They also
   require the ``X-Ops-Dashboard`` header (which a cross-site form cannot send) and refuse an
@@ -45,20 +47,21 @@ from common.ops.dashboard_html import (
 from common.ops.deadletters import (
     PAGE,
     DeadLetterFilter,
-    get_dead_letters,
-    list_dead_letters,
-    purge,
-    replay,
+    find_records,
+    list_partitions,
+    purge_partitions,
+    replay_partitions,
 )
 from common.ops.errors import OpsError, UnknownStreamError
 from common.ops.status import collect_status
-from common.ops.topics import find_dead_letters, other_groups
+from common.ops.topics import find_dead_letter_refs, other_groups
 from common.secrets import redact_url
 
 __all__ = ["DeadLetterIds", "add_dashboard"]
 
 T = TypeVar("T")
-EntryId = Annotated[str, StringConstraints(pattern=r"^\d{1,20}-\d{1,20}$")]
+# A record's name: its id, ``k:<id>`` in partition k >= 1 (deadletters.record_name).
+RecordName = Annotated[str, StringConstraints(pattern=r"^(?:[1-9]\d{0,5}:)?\d{1,20}-\d{1,20}$")]
 # Query parameters of the dead-letter routes (module level: FastAPI resolves them by name).
 Group = Annotated[str | None, Query(max_length=200)]
 Text = Annotated[str, Query(max_length=200)]
@@ -67,9 +70,9 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
 class DeadLetterIds(BaseModel):
-    """The body of a replay or purge: which records, of which topic group."""
+    """The body of a replay or purge: which records (by name), of which topic group."""
 
-    ids: list[EntryId] = Field(min_length=1, max_length=PAGE)
+    ids: list[RecordName] = Field(min_length=1, max_length=PAGE)
     group: str | None = None
     all_groups: bool = False  # replay a topic group's records although other groups read them
 
@@ -207,12 +210,12 @@ def add_dashboard(
         name: str, group: str | None, reason: str, action_type: str, limit: int
     ) -> tuple[_Connection, DeadLetterView]:
         async def op(conn: _Connection) -> DeadLetterView:
-            ref = await find_dead_letters(conn.redis, conn.queues, name, group)
+            refs = await find_dead_letter_refs(conn.redis, conn.queues, name, group)
             where = DeadLetterFilter(reason or None, action_type or None, None, limit)
-            records = await list_dead_letters(conn.redis, ref.dead_letter_stream, where)
-            total = int(await conn.redis.xlen(ref.dead_letter_stream))
-            others = await other_groups(conn.redis, ref) if ref.group else []
-            return DeadLetterView(ref, records, total, enabled, others, reason, action_type, limit)
+            records = await list_partitions(conn.redis, refs, where)
+            total = sum([int(await conn.redis.xlen(r.dead_letter_stream)) for r in refs])
+            others = await other_groups(conn.redis, refs[0]) if refs[0].group else []
+            return DeadLetterView(refs, records, total, enabled, others, reason, action_type, limit)
 
         return await _run(pools, timeout_s, op)
 
@@ -248,6 +251,7 @@ def add_dashboard(
         return _json(
             {
                 "dead_letter_stream": view.ref.dead_letter_stream,
+                "dead_letter_streams": [r.dead_letter_stream for r in view.refs],
                 "total": view.total,
                 "records": [r.as_dict() for r in view.records],
             }
@@ -256,8 +260,9 @@ def add_dashboard(
     @router.post("/ops/api/dlq/{name}/replay", dependencies=guards)
     async def replay_route(name: str, body: DeadLetterIds) -> JSONResponse:
         async def op(conn: _Connection) -> dict[str, Any]:
-            ref = await find_dead_letters(conn.redis, conn.queues, name, body.group)
-            found = await get_dead_letters(conn.redis, ref.dead_letter_stream, body.ids)
+            refs = await find_dead_letter_refs(conn.redis, conn.queues, name, body.group)
+            ref = refs[0]
+            found = await find_records(conn.redis, refs, body.ids)
             records = [r for r in found if r is not None]
             if records and ref.group is not None and not body.all_groups:
                 others = await other_groups(conn.redis, ref)
@@ -268,7 +273,7 @@ def add_dashboard(
                         f"({', '.join(others)}) that would get the events again; "
                         'send "all_groups": true to replay to all of them',
                     )
-            result = await replay(conn.redis, ref, records)
+            result = await replay_partitions(conn.redis, refs, records)
             result.missing[:0] = [i for i, r in zip(body.ids, found, strict=True) if r is None]
             return result.as_dict()
 
@@ -281,10 +286,9 @@ def add_dashboard(
     @router.post("/ops/api/dlq/{name}/purge", dependencies=guards)
     async def purge_route(name: str, body: DeadLetterIds) -> JSONResponse:
         async def op(conn: _Connection) -> dict[str, Any]:
-            ref = await find_dead_letters(conn.redis, conn.queues, name, body.group)
-            found = await get_dead_letters(conn.redis, ref.dead_letter_stream, body.ids)
-            there = [r.id for r in found if r is not None]
-            deleted = await purge(conn.redis, ref.dead_letter_stream, there) if there else 0
+            refs = await find_dead_letter_refs(conn.redis, conn.queues, name, body.group)
+            found = await find_records(conn.redis, refs, body.ids)
+            deleted = await purge_partitions(conn.redis, refs, [r for r in found if r])
             missing = [i for i, r in zip(body.ids, found, strict=True) if r is None]
             return {"deleted": deleted, "missing": missing}
 

@@ -1,5 +1,9 @@
 """The dashboard's HTML: the overview of streams and the dead letters of one stream.
 
+A service with partitions (``stream_partitions`` > 1) has a row per partition in the overview,
+with a ``partition`` column (only when some stream has partitions, as ``common status``), and
+one dead-letter page for all its partitions, its records named as ``common dlq`` names them.
+
 Every value that comes from Redis (names, payloads, errors) goes through :func:`html.escape`:
 payloads are user data. Links are relative (``dlq/job`` from ``/ops/``, ``../`` back), so the
 pages work wherever the app mounts the router.
@@ -103,10 +107,12 @@ def overview_tables(statuses: Sequence[StreamStatus]) -> str:
         + _card("pending", pending)
         + _card("dead letters", dead, "bad" if dead else "")
     )
-    heads = ["stream", "length", "group", "lag", "pending", "oldest pending idle"]
+    partitioned = any(s.partition for s in statuses)
+    lead = ["stream", "partition"] if partitioned else ["stream"]
+    heads = [*lead, "length", "group", "lag", "pending", "oldest pending idle"]
     heads += ["delayed", "scheduled", "dead letters"]
-    numeric = {"length", "lag", "pending", "oldest pending idle", "delayed", "scheduled"}
-    numeric.add("dead letters")
+    numeric = {"partition", "length", "lag", "pending", "oldest pending idle", "delayed"}
+    numeric |= {"scheduled", "dead letters"}
     head = "".join(f'<th class="{"num" if h in numeric else ""}">{_e(h)}</th>' for h in heads)
     rows: list[str] = []
     consumers: list[str] = []
@@ -115,6 +121,9 @@ def overview_tables(statuses: Sequence[StreamStatus]) -> str:
             f'<span class="kind">{_e(status.kind)}</span>'
             f'<span title="{_e(status.stream)}">{_e(status.name)}</span>'
         )
+        part = str(status.partition) if status.kind == "actions" else "-"
+        actions = partitioned and status.kind == "actions"
+        part_attr = f' data-partition="{status.partition}"' if actions else ""
         groups: list[GroupStatus | None] = list(status.groups) or [None]
         for i, group in enumerate(groups):
             first = i == 0
@@ -124,8 +133,10 @@ def overview_tables(statuses: Sequence[StreamStatus]) -> str:
                 dead_cell = _dlq_link(status, None, status.dead_letters)
             else:
                 dead_cell = ""
-            cells = [
-                ("name", name if first else ""),
+            cells = [("name", name if first else "")]
+            if partitioned:
+                cells.append(("partition", _e(part) if first else ""))
+            cells += [
                 ("length", str(status.length) if first else ""),
                 ("group", _e(group.name) if group else '<span class="muted">(none)</span>'),
                 ("lag", _num(group.lag, warn_above=0) if group else "-"),
@@ -141,10 +152,12 @@ def overview_tables(statuses: Sequence[StreamStatus]) -> str:
                 for col, html in cells
             )
             group_attr = f' data-group="{_e(group.name)}"' if group else ""
-            rows.append(f'<tr data-stream="{_e(status.name)}"{group_attr}>{tds}</tr>')
+            rows.append(f'<tr data-stream="{_e(status.name)}"{part_attr}{group_attr}>{tds}</tr>')
             for consumer in group.consumers if group else []:
+                part_td = f'<td class="num" data-col="partition">{_e(part)}</td>'
                 consumers.append(
-                    f'<tr data-consumer="{_e(consumer.name)}"><td>{_e(status.name)}</td>'
+                    f'<tr data-consumer="{_e(consumer.name)}"{part_attr}><td>{_e(status.name)}</td>'
+                    f"{part_td if partitioned else ''}"
                     f"<td>{_e(group.name) if group else ''}</td>"
                     f'<td class="key">{_e(consumer.name)}</td>'
                     f'<td class="num" data-col="pending">{consumer.pending}</td>'
@@ -155,9 +168,11 @@ def overview_tables(statuses: Sequence[StreamStatus]) -> str:
         f'<table id="streams"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
     )
     if consumers:
+        part_th = '<th class="num">partition</th>' if partitioned else ""
         html += (
-            '<h2>Consumers</h2><table id="consumers"><thead><tr><th>stream</th><th>group</th>'
-            '<th>consumer</th><th class="num">pending</th><th class="num">idle</th></tr></thead>'
+            f'<h2>Consumers</h2><table id="consumers"><thead><tr><th>stream</th>{part_th}'
+            '<th>group</th><th>consumer</th><th class="num">pending</th><th class="num">idle</th>'
+            "</tr></thead>"
             f"<tbody>{''.join(consumers)}</tbody></table>"
         )
     return html
@@ -173,9 +188,10 @@ def overview_page(
 
 @dataclass(slots=True)
 class DeadLetterView:
-    """What the dead-letter page shows: the records of ``ref`` and what may be done to them."""
+    """What the dead-letter page shows: the records of ``refs`` (a service's partitions, or a
+    topic group's one) and what may be done to them."""
 
-    ref: StreamRef
+    refs: Sequence[StreamRef]
     records: Sequence[DeadLetterRecord]
     total: int
     actions_enabled: bool
@@ -183,6 +199,11 @@ class DeadLetterView:
     reason: str = ""
     action_type: str = ""
     limit: int = 100
+
+    @property
+    def ref(self) -> StreamRef:
+        """The first of :attr:`refs` (a service's partition 0)."""
+        return self.refs[0]
 
 
 def _decoded(original: str) -> object:
@@ -225,7 +246,7 @@ def _record_row(record: DeadLetterRecord, enabled: bool) -> str:
         '<div class="result muted" aria-live="polite"></div>'
     )
     cells = [
-        ("id", f'<span class="key">{_e(record.id)}</span>'),
+        ("id", f'<span class="key">{_e(record.name)}</span>'),
         ("failed-at", _e(record.failed_at[:19].replace("T", " "))),
         ("reason", _e(record.reason)),
         ("type", _e(record.action_type or "-")),
@@ -235,7 +256,7 @@ def _record_row(record: DeadLetterRecord, enabled: bool) -> str:
         ("actions", buttons),
     ]
     tds = "".join(f'<td data-col="{col}">{html}</td>' for col, html in cells)
-    return f'<tr data-id="{_e(record.id)}">{tds}</tr>'
+    return f'<tr data-id="{_e(record.name)}">{tds}</tr>'
 
 
 def dead_letters_page(
@@ -272,8 +293,15 @@ def dead_letters_page(
     rows = "".join(_record_row(r, view.actions_enabled) for r in view.records)
     if not view.records:
         rows = f'<tr><td colspan="{len(heads)}" class="muted">no dead letters</td></tr>'
+    source = f'<span class="key">{_e(ref.dead_letter_stream)}</span>'
+    if len(view.refs) > 1:
+        streams = ", ".join(r.dead_letter_stream for r in view.refs)
+        source = (
+            f'<span title="{_e(streams)}">the dead letters of the {len(view.refs)} '
+            f"partitions of {_e(ref.name)}</span> (a record of partition k is k:&lt;id&gt;)"
+        )
     body = (
-        f'<p><span class="key">{_e(ref.dead_letter_stream)}</span>: '
+        f"<p>{source}: "
         f'<span id="shown">{len(view.records)} shown of {view.total}</span></p>'
         f'{notes}{_banner(error)}{form}<table id="dead-letters"><thead><tr>{head}</tr></thead>'
         f"<tbody>{rows}</tbody></table>"

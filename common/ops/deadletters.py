@@ -12,7 +12,8 @@ itself, so a record replayed or purged meanwhile by someone else is skipped, nev
 A partitioned service (``stream_partitions`` > 1) has one dead-letter stream per partition,
 beside that partition's stream. Ids of different streams can be equal, so a record is named
 by :func:`record_name`: its id in partition 0, ``k:<id>`` in partition k (as its hash tag
-``{service:k}``); :func:`list_partitions` and :func:`find_records` work over all of them.
+``{service:k}``); :func:`list_partitions`, :func:`find_records`, :func:`replay_partitions` and
+:func:`purge_partitions` work over all of them.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "DeadLetterFilter",
     "DeadLetterRecord",
     "ReplayResult",
+    "by_partition",
     "find_records",
     "get_dead_letters",
     "iter_dead_letters",
@@ -37,8 +39,10 @@ __all__ = [
     "list_partitions",
     "parse_record_name",
     "purge",
+    "purge_partitions",
     "record_name",
     "replay",
+    "replay_partitions",
 ]
 
 PAGE = 500  # entries per XRANGE page, and per replay script or XDEL
@@ -381,4 +385,44 @@ async def purge(
         deleted += int(await redis.xdel(dead_letter_stream, *batch))
         if progress:
             progress(len(batch))
+    return deleted
+
+
+def by_partition(
+    refs: Sequence[StreamRef], records: Sequence[DeadLetterRecord]
+) -> list[tuple[StreamRef, list[DeadLetterRecord]]]:
+    """``records`` grouped by the ref (partition) whose dead letters hold them, in ``refs``'
+    order; a ref without records is left out."""
+    grouped = [(ref, [r for r in records if r.partition == ref.partition]) for ref in refs]
+    return [(ref, chosen) for ref, chosen in grouped if chosen]
+
+
+async def replay_partitions(
+    redis: aioredis.Redis,
+    refs: Sequence[StreamRef],
+    records: Sequence[DeadLetterRecord],
+    progress: Progress | None = None,
+) -> ReplayResult:
+    """:func:`replay` over a service's partitions: each record onto its own partition's
+    stream."""
+    result = ReplayResult()
+    for ref, chosen in by_partition(refs, records):
+        done = await replay(redis, ref, chosen, progress)
+        result.replayed.update(done.replayed)
+        result.missing += done.missing
+        result.refused.update(done.refused)
+    return result
+
+
+async def purge_partitions(
+    redis: aioredis.Redis,
+    refs: Sequence[StreamRef],
+    records: Sequence[DeadLetterRecord],
+    progress: Progress | None = None,
+) -> int:
+    """:func:`purge` over a service's partitions: each record from its own partition's dead
+    letters; returns how many were there."""
+    deleted = 0
+    for ref, chosen in by_partition(refs, records):
+        deleted += await purge(redis, ref.dead_letter_stream, [r.id for r in chosen], progress)
     return deleted

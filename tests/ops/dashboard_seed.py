@@ -3,7 +3,8 @@
 - ``calc``: two ``calc.reject`` actions dead-lettered (``non_retryable``) by a pool that is then
   stopped, so nothing reads a replayed entry; one payload holds ``<script>`` markup;
 - ``users``: three actions, and a group whose consumer ``users-1`` has read one of them and
-  not ACKed it (lag 2, pending 1).
+  not ACKed it (lag 2, pending 1);
+- :func:`seed_partitioned`: ``calc`` with :data:`PARTITIONS` partitions and dead letters on two.
 
 The dashboard itself reads through a pool of service ``board`` (:func:`board_settings`).
 """
@@ -69,3 +70,39 @@ async def seed(settings: CommonAppSettings, redis: aioredis.Redis) -> Seeded:
         for entry_id, _ in await redis.xrange(dead_letters)
     ]
     return Seeded(queues.action_stream("calc"), dead_letters, users, ids)
+
+
+PARTITIONS = 3
+
+
+def key_for(partition: int) -> str:
+    """A partition key that falls on ``partition`` of :data:`PARTITIONS`."""
+    return next(
+        key
+        for key in (f"key{i}" for i in range(1000))
+        if QueueManager.partition_of(key, PARTITIONS) == partition
+    )
+
+
+async def seed_partitioned(settings: CommonAppSettings, redis: aioredis.Redis) -> None:
+    """Service ``calc`` with :data:`PARTITIONS` partitions, by a pool then stopped: partition 0
+    one action handled, partition 1 one dead letter, partition 2 two."""
+    calc = settings.model_copy(update={"service_name": "calc", "stream_partitions": PARTITIONS})
+    async with WorkerPool(CalcWorker, calc, num_workers=1) as pool:
+        client = BaseRedisClient("api", redis, calc)
+        add = DomainAction(action_type="calc.add", data={"a": 1, "b": 2})
+        await client.send_action_async(add, partition_key=key_for(0))
+        for partition in (1, 2, 2):
+            action = DomainAction(action_type="calc.reject", data={"message": f"p{partition}"})
+            await client.send_action_async(action, partition_key=key_for(partition))
+        worker = pool.workers[0]
+        await wait_for(lambda: worker.stats.dead_lettered.get("non_retryable") == 3)
+        await wait_for(lambda: len(worker.handled) == 1)
+        queues = QueueManager(settings.queue_prefix, settings.environment)
+
+        async def written() -> bool:
+            counts = [await redis.xlen(queues.dead_letter_stream("calc", k)) for k in (1, 2)]
+            return counts == [1, 2]
+
+        await wait_for(written)
+        await client.close()

@@ -18,7 +18,15 @@ from common import CommonAppSettings, WorkerPool
 from common.clients.queue_manager import QueueManager
 from common.ops import ops_router
 from tests.integration.workers import CalcWorker
-from tests.ops.dashboard_seed import AUTH_TOKEN, SCRIPT, Seeded, board_settings, seed
+from tests.ops.dashboard_seed import (
+    AUTH_TOKEN,
+    PARTITIONS,
+    SCRIPT,
+    Seeded,
+    board_settings,
+    seed,
+    seed_partitioned,
+)
 
 CSRF = {"X-Ops-Dashboard": "1"}
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -96,6 +104,7 @@ async def test_the_overview_shows_lag_pending_and_dead_letters(board: Any, seede
         assert _cell(calc, "dead-letters") == "2"
         assert 'href="dlq/calc"' in calc
         assert "s3cret" not in page.text and "default:***@" in page.text
+        assert ">partition</th>" not in page.text  # no service has partitions
 
         api = await http.get("/ops/api/status")
         assert api.status_code == 200
@@ -199,6 +208,97 @@ async def test_purge_deletes_the_record(board: Any, seeded: Seeded, redis: aiore
         listed = (await http.get("/ops/api/dlq/calc")).json()
         assert [r["id"] for r in listed["records"]] == [other]
         assert listed["total"] == 1
+
+
+def _partition_row(html: str, stream: str, partition: int) -> str:
+    found = re.search(
+        rf'<tr data-stream="{stream}" data-partition="{partition}"[^>]*>(.*?)</tr>', html
+    )
+    assert found, f"no row for {stream} partition {partition}"
+    return found.group(1)
+
+
+async def test_a_partitioned_service_shows_its_partitions_and_replays_onto_the_right_one(
+    board: Any, settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    await seed_partitioned(settings, redis)
+    queues = QueueManager(settings.queue_prefix, settings.environment)
+    headers = {**CSRF, "X-Token": AUTH_TOKEN}
+    async with _http(board, dashboard=True, dashboard_auth=require_token) as http:
+        overview = (await http.get("/ops/")).text
+        assert '<th class="num">partition</th>' in overview
+        rows = [_partition_row(overview, "calc", k) for k in range(PARTITIONS)]
+        assert [_cell(row, "partition") for row in rows] == ["0", "1", "2"]
+        assert [_cell(row, "length") for row in rows] == ["1", "1", "2"]
+        assert [_cell(row, "dead-letters") for row in rows] == ["0", "1", "2"]
+        assert all('href="dlq/calc"' in row for row in rows)
+        status = (await http.get("/ops/api/status")).json()
+        parts = [(s["partition"], s["stream"]) for s in status["streams"] if s["name"] == "calc"]
+        assert parts == [(k, queues.action_stream("calc", k)) for k in range(PARTITIONS)]
+
+        listed = (await http.get("/ops/api/dlq/calc")).json()
+        assert listed["total"] == 3
+        assert listed["dead_letter_streams"] == [
+            queues.dead_letter_stream("calc", k) for k in range(PARTITIONS)
+        ]
+        records = listed["records"]
+        assert sorted(r["partition"] for r in records) == [1, 2, 2]
+        for r in records:
+            assert r["name"] == f"{r['partition']}:{r['id']}"
+            assert r["stream"] == queues.action_stream("calc", r["partition"])
+        page = (await http.get("/ops/dlq/calc")).text
+        assert "the dead letters of the 3 partitions of calc" in page
+        for r in records:
+            assert f'<tr data-id="{r["name"]}">' in page
+        assert re.search(r'<span id="shown">3 shown of 3</span>', page)
+
+        second = next(r for r in records if r["partition"] == 2)
+        response = await http.post(
+            "/ops/api/dlq/calc/replay", json={"ids": [second["name"]]}, headers=headers
+        )
+        assert response.status_code == 200, response.text
+        result = response.json()
+        assert result["missing"] == [] and result["refused"] == {}
+        new_id = result["replayed"][second["name"]]
+    on_two = await _entry(redis, queues.action_stream("calc", 2), new_id)
+    assert on_two == {b"action": second["original"].encode()}
+    lengths = [await redis.xlen(queues.action_stream("calc", k)) for k in range(PARTITIONS)]
+    dead = [await redis.xlen(queues.dead_letter_stream("calc", k)) for k in range(PARTITIONS)]
+    assert (lengths, dead) == ([1, 1, 3], [0, 1, 1])
+    assert await _entry(redis, queues.dead_letter_stream("calc", 2), second["id"]) is None
+
+
+async def test_purge_takes_the_record_of_one_partition_when_two_share_its_id(
+    board: Any, settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    queues = QueueManager(settings.queue_prefix, settings.environment)
+    for k in range(PARTITIONS):
+        await redis.xgroup_create(queues.action_stream("job", k), "job-group", mkstream=True)
+    for k in (0, 1):
+        record = {"original": b"{}", "reason": "malformed", "stream": f"p{k}"}
+        await redis.xadd(queues.dead_letter_stream("job", k), record, id="1000-0")
+    headers = {**CSRF, "X-Token": AUTH_TOKEN}
+    async with _http(board, dashboard=True, dashboard_auth=require_token) as http:
+        listed = (await http.get("/ops/api/dlq/job")).json()
+        assert [(r["name"], r["stream"]) for r in listed["records"]] == [
+            ("1000-0", "p0"),
+            ("1:1000-0", "p1"),
+        ]
+        url = "/ops/api/dlq/job/purge"
+        purged = await http.post(url, json={"ids": ["1:1000-0"]}, headers=headers)
+        assert purged.status_code == 200, purged.text
+        assert purged.json() == {"deleted": 1, "missing": []}
+        assert await redis.xlen(queues.dead_letter_stream("job", 0)) == 1
+        assert await redis.xlen(queues.dead_letter_stream("job", 1)) == 0
+
+        again = await http.post(url, json={"ids": ["1:1000-0", "2:1000-0"]}, headers=headers)
+        assert again.json() == {"deleted": 0, "missing": ["1:1000-0", "2:1000-0"]}
+        for bad in ("x:1000-0", "0:1000-0", "01:1000-0"):
+            refused = await http.post(url, json={"ids": [bad]}, headers=headers)
+            assert refused.status_code == 422, bad
+        left = (await http.get("/ops/api/dlq/job")).json()
+        assert [r["name"] for r in left["records"]] == ["1000-0"]
+    assert await redis.xlen(queues.dead_letter_stream("job", 0)) == 1
 
 
 async def test_payloads_and_errors_are_escaped(board: Any, seeded: Seeded) -> None:
