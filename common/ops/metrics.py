@@ -13,11 +13,13 @@ The base metrics add nothing to the per-message path; they are read when Prometh
   ``common_delayed_retries`` (by ``group``), ``common_scheduled_sends``,
   ``common_dead_letters``; for a pool of declarative workers, the streams are its topics.
 
-Detailed metrics (:mod:`common.observability.handler_metrics`), opt-in because they cost work
-on every message: :func:`enable_detailed` (or ``COMMON_METRICS_DETAILED=1``) before the pools
-are made adds ``common_action_handled_total`` and ``common_action_failed_total`` by ``service``,
-``stream`` and ``type``, and the ``common_handler_duration_seconds`` histogram by ``service``
-and ``type``. :func:`metrics_registry` exposes them with the rest.
+Detailed metrics (:mod:`common.observability.handler_metrics`), opt-in because they cost a
+little work on every message (a tally: no ``prometheus_client`` call): :func:`enable_detailed`
+(or ``COMMON_METRICS_DETAILED=1``) before the pools are made adds
+``common_action_handled_total`` and ``common_action_failed_total`` by ``service``, ``stream``
+and ``type``, and the ``common_handler_duration_seconds`` histogram by ``service`` and
+``type``; :class:`DetailedMetrics` reads the tallies at scrape time, and
+:func:`metrics_registry` exposes them with the rest.
 
 Several processes (``run --processes P --metrics-port PORT``): see
 :mod:`common.ops.multiprocess`.
@@ -33,22 +35,29 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from common.clients.queue_manager import QueueManager
 from common.config import CommonAppSettings
 from common.observability.handler_metrics import (
-    detailed_collectors,
+    BUCKETS,
     detailed_enabled,
     disable_detailed,
     enable_detailed,
+    tallies,
 )
 from common.ops.status import StreamStatus, stream_status
 from common.ops.streams import ACTIONS, StreamRef, pool_stream_refs
 from common.ops.topics import topic_ref
 
 __all__ = [
+    "BUCKET_BOUNDS",
     "CONTENT_TYPE_LATEST",
     "COUNTERS",
     "DetailedMetrics",
@@ -79,6 +88,11 @@ COUNTERS = (
 DEAD_LETTERED_HELP = "Actions moved to the dead-letter stream, by reason."
 FLUSH_ERRORS_HELP = "Outbox flushes that Redis refused."
 RUNNING_HELP = "Workers running."
+HANDLED_HELP = "Handlings that succeeded, by type."
+FAILED_HELP = "Handlings that failed, by type."
+DURATION_HELP = "Time from taking a delivery to its handler's outcome."
+BUCKET_BOUNDS = [repr(float(b)) for b in BUCKETS] + ["+Inf"]
+"""The histogram's ``le`` labels (as ``prometheus_client`` writes them: ``0.0005``, ``1.0``)."""
 
 
 @dataclass(slots=True)
@@ -272,11 +286,33 @@ class PoolMetrics(Collector):
 
 
 class DetailedMetrics(Collector):
-    """The detailed metrics of this process (none until they are first switched on)."""
+    """The detailed metrics of this process, from its tallies (nothing until some handling
+    was measured: none while detailed metrics are off)."""
 
     def collect(self) -> Iterator[Metric]:
-        for collector in detailed_collectors():
-            yield from collector.collect()
+        found = tallies()
+        if not found:
+            return
+        labels = ["service", "stream", "type"]
+        handled = CounterMetricFamily("common_action_handled", HANDLED_HELP, labels=labels)
+        failed = CounterMetricFamily("common_action_failed", FAILED_HELP, labels=labels)
+        durations: dict[tuple[str, str], tuple[list[int], float]] = {}
+        for (service, stream, kind), tally in sorted(found.items()):
+            handled.add_metric([service, stream, kind], float(tally.handled))
+            failed.add_metric([service, stream, kind], float(tally.failed))
+            buckets, seconds = durations.get((service, kind), ([0] * len(tally.buckets), 0.0))
+            merged = [a + b for a, b in zip(buckets, tally.buckets, strict=True)]
+            durations[(service, kind)] = (merged, seconds + tally.seconds)
+        histogram = HistogramMetricFamily(
+            "common_handler_duration_seconds", DURATION_HELP, labels=["service", "type"]
+        )
+        for (service, kind), (buckets, seconds) in durations.items():
+            cumulative, running = [], 0
+            for bound, n in zip(BUCKET_BOUNDS, buckets, strict=True):
+                running += n
+                cumulative.append((bound, float(running)))
+            histogram.add_metric([service, kind], cumulative, sum_value=seconds)
+        yield from (handled, failed, histogram)
 
 
 def metrics_registry(pools: Sequence[Any]) -> tuple[CollectorRegistry, PoolMetrics]:

@@ -12,16 +12,17 @@
   more after its pool has drained at stop, it adds what its ``WorkerStats`` counted since the
   last time to multi-process-mode counters of the same names (files in that directory), and
   sets ``common_workers_running`` (a ``livesum`` gauge). So the base counters still cost
-  nothing per message: the mirror reads the totals once a second. The detailed metrics
-  (``COMMON_METRICS_DETAILED=1``, inherited by the children) are multi-process-mode metrics
-  themselves. The supervisor answers a scrape with ``MultiProcessCollector`` over the directory
-  (counters and histograms summed over every child, those that exited or were restarted
-  included, so totals never go back) plus the gauges it samples from Redis itself (one
-  connection of its own). A child that exits has its live gauge files removed; the directory
-  is removed when the supervisor exits.
+  nothing per message: the mirror reads the totals once a second. The detailed metrics'
+  tallies (``COMMON_METRICS_DETAILED=1``, inherited by the children) are mirrored the same
+  way, the histogram bucket by bucket. The supervisor answers a scrape with
+  ``MultiProcessCollector`` over the directory (counters and histograms summed over every
+  child, including those that exited or were restarted, so totals never go back) plus the
+  gauges it samples from Redis itself (one connection of its own). The live gauge files of a
+  child that exits are removed; the directory is removed when the supervisor exits.
 
-A scrape may lag the workers by up to one mirror interval; the counts at a clean stop are
-complete (the last mirror runs after the drain).
+A scrape lags the workers by up to one mirror interval, and a child killed with SIGKILL takes
+what it counted since its last mirror with it (its actions are counted again by whoever runs
+them after the reclaim).
 """
 
 from __future__ import annotations
@@ -35,16 +36,20 @@ import tempfile
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from common.clients.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_redis
 from common.config import CommonAppSettings
+from common.observability.handler_metrics import BUCKETS, Tally, tallies
 from common.ops.metrics import (
     CONTENT_TYPE_LATEST,
     COUNTERS,
     DEAD_LETTERED_HELP,
+    DURATION_HELP,
+    FAILED_HELP,
     FLUSH_ERRORS_HELP,
+    HANDLED_HELP,
     RUNNING_HELP,
     GaugeSource,
     StreamGauges,
@@ -96,6 +101,17 @@ class StatsMirror:
             multiprocess_mode="livesum",
         )
         self._mirrored: dict[tuple[str, ...], int] = {}
+        type_labels = [*labels, "type"]
+        self.handled = Counter("common_action_handled", HANDLED_HELP, type_labels, registry=None)
+        self.failed = Counter("common_action_failed", FAILED_HELP, type_labels, registry=None)
+        self.duration = Histogram(
+            "common_handler_duration_seconds",
+            DURATION_HELP,
+            ["service", "type"],
+            buckets=BUCKETS,
+            registry=None,
+        )
+        self._tallied: dict[tuple[str, str, str], Tally] = {}  # what was mirrored of each
 
     def mirror(self) -> None:
         """Add what was counted since the last call (a total that went down, as ``handled``
@@ -109,6 +125,31 @@ class StatsMirror:
             self._add(self.flush_errors, (service, stream), "flush", total.flush_errors)
         for service, n in running_by_service(self.pools).items():
             self.running.labels(service).set(n)
+        for key, tally in list(tallies().items()):
+            self._mirror_tally(key, tally)
+
+    def _mirror_tally(self, key: tuple[str, str, str], tally: Tally) -> None:
+        """Add a detailed tally's growth: counters, and the histogram's buckets and sum."""
+        before = self._tallied.get(key)
+        if before is None:
+            before = self._tallied[key] = Tally()
+        service, _stream, kind = key
+        if tally.handled > before.handled:
+            self.handled.labels(*key).inc(tally.handled - before.handled)
+            before.handled = tally.handled
+        if tally.failed > before.failed:
+            self.failed.labels(*key).inc(tally.failed - before.failed)
+            before.failed = tally.failed
+        if tally.buckets != before.buckets:
+            child = self.duration.labels(service, kind)
+            # Bucket by bucket: Histogram.observe would take one duration at a time. The
+            # child's per-bucket values (not cumulative) are what observe() increments.
+            for i, (now, then) in enumerate(zip(tally.buckets, before.buckets, strict=True)):
+                if now > then:
+                    child._buckets[i].inc(now - then)
+            child._sum.inc(tally.seconds - before.seconds)
+            before.buckets = list(tally.buckets)
+            before.seconds = tally.seconds
 
     def _add(self, counter: Counter, labels: tuple[str, ...], what: str, value: int) -> None:
         key = (what, *labels)

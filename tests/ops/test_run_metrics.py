@@ -49,6 +49,11 @@ async def _send_workload(client: BaseRedisClient) -> None:
     )
 
 
+def _metrics_dirs(parent: Path) -> list[Path]:
+    """The supervisor's metrics directories under ``parent`` (its ``$TMPDIR``)."""
+    return [p for p in parent.glob("common-metrics-*") if p.is_dir()]
+
+
 def _only_the_handlers_tracebacks(run: Run) -> None:
     """The failing handler's tracebacks are logged (first and last attempt); nothing else's."""
     output = run.output
@@ -78,17 +83,18 @@ async def test_two_processes_serve_the_sum_of_their_children(
     key = _key(service="calc", stream=stream)
     try:
         await wait_for(lambda: len(run.seen("running 1 CalcWorker workers")) == 2, 30)
-        [dirs] = [list(metrics_env.glob("common-metrics-*"))]
-        assert len(dirs) == 1 and dirs[0].is_dir()
+        assert len(_metrics_dirs(metrics_env)) == 1
         await _send_workload(client)
 
         async def counted() -> Samples | None:
             values = await _scrape(port)
             dead = _key(service="calc", stream=stream, reason="max_retries")
-            if values and values.get(("common_actions_dead_lettered_total", dead)) == 3:
-                if values.get(("common_actions_handled_total", key)) == 20:
-                    return values
-            return None
+            done = (
+                values
+                and values.get(("common_actions_dead_lettered_total", dead)) == 3
+                and values.get(("common_actions_handled_total", key)) == 20
+            )
+            return values if done else None
 
         values = await wait_for(counted, timeout=30, interval=0.2)
         assert values[("common_actions_failed_total", key)] == 6  # 3 actions, 2 attempts each
@@ -124,7 +130,7 @@ async def test_two_processes_serve_the_sum_of_their_children(
     finally:
         await client.close()
         run.close()
-    assert not list(metrics_env.glob("common-metrics-*"))  # removed at exit
+    assert not _metrics_dirs(metrics_env)  # removed at exit
     _only_the_handlers_tracebacks(run)
 
 
@@ -158,5 +164,5 @@ async def test_one_process_serves_its_own_metrics(
     finally:
         await client.close()
         run.close()
-    assert not list(metrics_env.glob("common-metrics-*"))  # one process: no directory at all
+    assert not _metrics_dirs(metrics_env)  # one process: no directory at all
     _only_the_handlers_tracebacks(run)
