@@ -12,7 +12,8 @@ its own connections and consumers in the same groups), and:
 - on SIGTERM or SIGINT sends SIGTERM to every process, lets them drain within ``grace_s``, kills
   what is still running then, and returns 0 when every process stopped cleanly.
 
-The supervisor holds no Redis connection; the processes share its process group (a terminal's
+The supervisor holds no Redis connection (``run --metrics-port`` keeps one beside it for the
+gauges: :mod:`common.ops.multiprocess`); the processes share its process group (a terminal's
 Ctrl-C reaches them too, which is harmless: they stop once either way).
 """
 
