@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
+
+from common.errors import ConfigurationError
 
 __all__ = ["MetricsServer"]
 
@@ -52,7 +55,14 @@ class MetricsServer:
         return f"http://{self.host}:{self.port}/metrics"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.requested_port)
+        """Listen; :class:`ConfigurationError` (one line) if the address cannot be had."""
+        try:
+            self._server = await asyncio.start_server(self._serve, self.host, self.requested_port)
+        except OSError as exc:
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ConfigurationError(
+                f"cannot serve metrics on {self.host}:{self.requested_port}: {why}"
+            ) from None
 
     async def close(self) -> None:
         if self._server is not None:

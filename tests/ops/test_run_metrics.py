@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 from pathlib import Path
 
 import httpx
@@ -13,7 +14,8 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
-from common import BaseRedisClient, CommonAppSettings, DomainAction
+from common import BaseRedisClient, CommonAppSettings, DomainAction, QueueManager
+from common.messaging import Producer
 from common.testing import free_port
 from tests.helpers import wait_for
 from tests.integration.test_run_targets import Run
@@ -166,3 +168,55 @@ async def test_one_process_serves_its_own_metrics(
         run.close()
     assert not _metrics_dirs(metrics_env)  # one process: no directory at all
     _only_the_handlers_tracebacks(run)
+
+
+async def test_two_processes_of_declarative_workers_report_their_topic(
+    settings: CommonAppSettings, redis: aioredis.Redis, metrics_env: Path
+) -> None:
+    port = free_port()
+    target = "tests.integration.declarative_app.doubling"
+    run = Run(settings, target, "--processes", "2", "--metrics-port", str(port), service="cli")
+    producer = Producer(settings=settings, redis=redis)
+    stream = QueueManager(settings.queue_prefix, settings.environment).topic_stream("cli.numbers")
+    key = _key(service="cli", stream=stream)
+    try:
+        await wait_for(lambda: len(run.seen("running ")) == 2, 30)
+        for n in range(5):
+            await producer.send("cli.numbers", {"n": n})
+
+        async def counted() -> Samples | None:
+            values = await _scrape(port)
+            done = values and values.get(("common_actions_handled_total", key)) == 5
+            return values if done else None
+
+        values = await wait_for(counted, timeout=30, interval=0.2)
+        by_type = _key(service="cli", stream=stream, type="cli.numbers")
+        assert values[("common_action_handled_total", by_type)] == 5
+        assert values[("common_stream_length", key)] == 5  # the topic, sampled by the supervisor
+        group = next(dict(k[1])["group"] for k in values if k[0] == "common_stream_lag")
+        assert values[("common_stream_lag", _key(service="cli", stream=stream, group=group))] == 0
+        run.proc.send_signal(signal.SIGTERM)
+        assert await run.wait(30) == 0, run.output
+    finally:
+        run.close()
+    assert not _metrics_dirs(metrics_env)
+    assert "Traceback" not in run.output
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+async def test_a_metrics_port_in_use_is_one_clear_line_and_status_2(
+    settings: CommonAppSettings, processes: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ("--processes", processes, "--metrics-port", str(port))
+        run = Run(settings, CALC, *args, service="calc")
+        try:
+            assert await run.wait(30) == 2, run.output
+        finally:
+            run.close()
+    errors = [line for line in run.lines if line.startswith("error:")]
+    assert errors == [f"error: cannot serve metrics on 127.0.0.1:{port}: Address already in use"]
+    assert "Traceback" not in run.output
