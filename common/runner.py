@@ -217,6 +217,7 @@ class _Signals:
             loop.remove_signal_handler(sig)
 
 
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 MetricsAddress = tuple[str, int]
 """(host, port) where ``run --metrics-port`` serves ``GET /metrics``."""
 
@@ -225,7 +226,8 @@ MetricsAddress = tuple[str, int]
 async def _metrics(pool: ConsumerPool[Any], address: MetricsAddress | None) -> AsyncIterator[None]:
     """Serve the pool's metrics at ``address``; in a child of a supervisor that serves them,
     mirror its counters (see :mod:`common.ops.multiprocess`). Neither: nothing is imported."""
-    mirror = os.environ.get(METRICS_MIRROR_ENV)
+    # A supervisor serving metrics gives its children both (see common.ops.multiprocess).
+    mirror = os.environ.get(METRICS_MIRROR_ENV) if os.environ.get(MULTIPROC_DIR_ENV) else None
     if address is None and mirror is None:
         yield
         return
