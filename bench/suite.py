@@ -10,6 +10,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bench import crash, declarative, embedded, memory, ours, placement, raw, slow_calls
+from bench import metrics as metrics_bench
 from bench.report import Row
 from bench.serve import Served
 from bench.workload import (
@@ -54,6 +55,8 @@ class Sizes:
     slow_handler_s: float = 0.02  # the slow handler (queued calls, SIGKILL)
     crash_actions: int = 150  # backlog of the SIGKILL scenario
     crash_kill_after: int = 40  # handled actions before the SIGKILL (mid-batch)
+    metrics_drain: int = 30_000  # pre-loaded actions drained with metrics on / off
+    processes_drain: int = 60_000  # actions drained by run --processes 2 / 1
 
 
 SMOKE = Sizes(
@@ -70,6 +73,8 @@ SMOKE = Sizes(
     embedded_idle_s=0.5,
     crash_actions=60,
     crash_kill_after=20,
+    metrics_drain=500,
+    processes_drain=500,
 )
 
 EMBEDDED_P50_MS = 5.0  # budget of a pseudo-sync round trip on memory://
@@ -529,6 +534,8 @@ class Suite:
             "slow_calls": self.slow_calls,
             "sigkill": self.sigkill,
             "declarative": lambda: declarative.scenario(self),
+            "metrics": lambda: metrics_bench.scenario_metrics(self),
+            "processes": lambda: metrics_bench.scenario_processes(self),
             "cluster": self.cluster,
         }
         rows: list[Row] = []
@@ -548,6 +555,8 @@ SCENARIOS = (
     "slow_calls",
     "sigkill",
     "declarative",
+    "metrics",
+    "processes",
     "cluster",
 )
 

@@ -74,6 +74,18 @@ def run(
         float,
         typer.Option(min=0, help="seconds to wait for Redis at start-up, retrying (0: forever)"),
     ] = DEFAULT_CONNECT_TIMEOUT_S,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="serve GET /metrics (Prometheus) on this port; with --processes, the sum "
+            "over the processes, served by the supervisor",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="address the metrics port listens on")
+    ] = "127.0.0.1",
 ) -> None:
     """Run workers until SIGTERM or SIGINT, then drain them gracefully.
 
@@ -96,8 +108,17 @@ def run(
             if resolved.declarative
             else load_settings(**overrides)
         )
+        address = None if metrics_port is None else (metrics_host, metrics_port)
+        if address is not None:
+            _check_metrics_installed()
         if processes == 1:
-            serve(resolved, settings, num_workers=workers, connect_timeout_s=connect_timeout)
+            serve(
+                resolved,
+                settings,
+                num_workers=workers,
+                connect_timeout_s=connect_timeout,
+                metrics_address=address,
+            )
             return
         if settings.redis_url.startswith("memory://"):
             raise ConfigurationError("--processes needs a Redis server: memory:// is in-process")
@@ -108,7 +129,26 @@ def run(
             target, workers, imports or (), service, log_level, connect_timeout
         )
         grace = settings.shutdown_grace_s + _PROCESS_STOP_ALLOWANCE_S
-        code = runner(Supervisor(command, processes, grace_s=grace).run())
+        if address is None:
+            code = runner(Supervisor(command, processes, grace_s=grace).run())
+        else:
+            from common.ops.metrics import metric_refs
+            from common.ops.multiprocess import supervise_with_metrics
+
+            refs = metric_refs(
+                settings, None if not resolved.declarative else resolved.subscriptions
+            )
+            code = runner(
+                supervise_with_metrics(
+                    command,
+                    processes,
+                    settings,
+                    refs,
+                    address,
+                    grace_s=grace,
+                    connect_timeout_s=connect_timeout,
+                )
+            )
     except ConfigurationError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -120,6 +160,15 @@ def run(
 
 
 _PROCESS_STOP_ALLOWANCE_S = 10.0  # beyond the grace period: the final flush, closing
+
+
+def _check_metrics_installed() -> None:
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise ConfigurationError(
+            "--metrics-port needs prometheus-client: pip install 'redis-streams-common[metrics]'"
+        ) from None
 
 
 def _child_command(

@@ -17,12 +17,14 @@ server owns them and the pool runs in the lifespan instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
 import logging
+import os
 import signal
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -35,6 +37,7 @@ from common.messaging.registry import discover_workers, get, registered
 from common.messaging.runner import MessagingPool
 from common.messaging.settings import configure_messaging, messaging_settings
 from common.messaging.subscription import Subscription
+from common.supervisor import METRICS_MIRROR_ENV
 from common.workers.base_worker import BaseWorker
 from common.workers.consumer_pool import ConsumerPool
 from common.workers.pool import WorkerPool
@@ -214,12 +217,41 @@ class _Signals:
             loop.remove_signal_handler(sig)
 
 
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MetricsAddress = tuple[str, int]
+"""(host, port) where ``run --metrics-port`` serves ``GET /metrics``."""
+
+
+@contextlib.asynccontextmanager
+async def _metrics(pool: ConsumerPool[Any], address: MetricsAddress | None) -> AsyncIterator[None]:
+    """Serve the pool's metrics at ``address``; in a child of a supervisor that serves them,
+    mirror its counters (see :mod:`common.ops.multiprocess`). Neither: nothing is imported."""
+    # A supervisor serving metrics gives its children both (see common.ops.multiprocess).
+    mirror = os.environ.get(METRICS_MIRROR_ENV) if os.environ.get(MULTIPROC_DIR_ENV) else None
+    if address is None and mirror is None:
+        yield
+        return
+    try:
+        from common.ops.multiprocess import process_metrics
+    except ImportError as exc:
+        raise ConfigurationError(
+            "metrics need prometheus-client: pip install 'redis-streams-common[metrics]'"
+        ) from exc
+    try:
+        mirror_s = None if mirror is None else float(mirror)
+    except ValueError:
+        raise ConfigurationError(f"{METRICS_MIRROR_ENV}={mirror!r} is not a number") from None
+    async with process_metrics(pool, address, mirror_s):
+        yield
+
+
 async def _run_until_stopped(
     make_pool: Callable[[aioredis.Redis | None], P],
     settings: CommonAppSettings,
     what: Callable[[P], str],
     stop: asyncio.Event | None,
     connect_timeout_s: float,
+    metrics_address: MetricsAddress | None = None,
 ) -> P:
     stop = stop or asyncio.Event()
     with _Signals(stop):
@@ -230,7 +262,8 @@ async def _run_until_stopped(
         # The runner owns the connection (so that a signal can end the wait for it): the pool
         # is given it, and it is closed after the pool has stopped.
         pool = make_pool(manager.get_client())
-        async with manager, pool:
+        # The metrics are left after the pool has stopped: the last mirror counts the drain.
+        async with manager, _metrics(pool, metrics_address), pool:
             logger.info("running %s; SIGTERM or SIGINT to stop", what(pool))
             await stop.wait()
             logger.info(
@@ -246,12 +279,14 @@ async def run_pool(
     num_workers: int | None = None,
     stop: asyncio.Event | None = None,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    metrics_address: MetricsAddress | None = None,
     **worker_kwargs: Any,
 ) -> WorkerPool[Any]:
     """Run a pool until SIGTERM/SIGINT (or ``stop`` is set), then drain it and return it.
 
     Redis is waited for first, one log line per attempt, for ``connect_timeout_s`` seconds at
-    most (0: forever; a signal ends the wait), then :class:`RedisUnavailableError`."""
+    most (0: forever; a signal ends the wait), then :class:`RedisUnavailableError`. With
+    ``metrics_address`` (host, port), ``GET /metrics`` is served there meanwhile."""
 
     def make(redis: aioredis.Redis | None) -> WorkerPool[Any]:
         return WorkerPool(worker_class, settings, redis, num_workers=num_workers, **worker_kwargs)
@@ -262,6 +297,7 @@ async def run_pool(
         lambda pool: f"{pool.num_workers} {worker_class.__name__} workers",
         stop,
         connect_timeout_s,
+        metrics_address,
     )
 
 
@@ -272,6 +308,7 @@ async def run_messaging(
     num_workers: int | None = None,
     stop: asyncio.Event | None = None,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    metrics_address: MetricsAddress | None = None,
 ) -> MessagingPool:
     """Like :func:`run_pool` for declarative workers: a :class:`MessagingPool` of
     ``subscriptions`` (``num_workers``: consumers of each, instead of their own count)."""
@@ -285,7 +322,7 @@ async def run_messaging(
         names = ", ".join(s.name for s in pool.subscriptions)
         return f"{len(pool.workers)} consumers of {len(pool.subscriptions)} workers ({names})"
 
-    return await _run_until_stopped(make, settings, what, stop, connect_timeout_s)
+    return await _run_until_stopped(make, settings, what, stop, connect_timeout_s, metrics_address)
 
 
 def run_target(

@@ -12,7 +12,8 @@ its own connections and consumers in the same groups), and:
 - on SIGTERM or SIGINT sends SIGTERM to every process, lets them drain within ``grace_s``, kills
   what is still running then, and returns 0 when every process stopped cleanly.
 
-The supervisor holds no Redis connection; the processes share its process group (a terminal's
+The supervisor holds no Redis connection (``run --metrics-port`` keeps one beside it for the
+gauges: :mod:`common.ops.multiprocess`); the processes share its process group (a terminal's
 Ctrl-C reaches them too, which is harmless: they stop once either way).
 """
 
@@ -25,10 +26,11 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 __all__ = [
     "EXIT_CONFIG",
+    "METRICS_MIRROR_ENV",
     "PROCESS_SLOT_ENV",
     "SUPERVISOR_PID_ENV",
     "Supervisor",
@@ -43,6 +45,10 @@ PROCESS_SLOT_ENV = "COMMON_PROCESS_SLOT"
 """Set in each child's environment to its slot number (0 .. P-1)."""
 SUPERVISOR_PID_ENV = "COMMON_SUPERVISOR_PID"
 """Set in each child's environment to the supervisor's pid."""
+METRICS_MIRROR_ENV = "COMMON_METRICS_MIRROR_S"
+"""Set in each child's environment when the supervisor serves metrics (``--metrics-port``):
+every that many seconds the child mirrors its counters into ``PROMETHEUS_MULTIPROC_DIR``
+(:mod:`common.ops.multiprocess`)."""
 
 _CLEAN = (0, -signal.SIGTERM, -signal.SIGINT)  # a process stopped before its handlers existed
 
@@ -60,6 +66,7 @@ class Supervisor:
         first_backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
         stable_after_s: float = 30.0,
+        on_exit: Callable[[int], None] | None = None,
     ) -> None:
         if processes < 1:
             raise ValueError("processes must be >= 1")
@@ -70,6 +77,7 @@ class Supervisor:
         self.first_backoff_s = first_backoff_s
         self.max_backoff_s = max_backoff_s
         self.stable_after_s = stable_after_s
+        self.on_exit = on_exit  # called with the pid of each process that has exited
         self.restarts = 0
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._stop = asyncio.Event()
@@ -142,6 +150,8 @@ class Supervisor:
             if self._stop.is_set():  # stopped while it was being started
                 _terminate(proc)
             code = await proc.wait()
+            if self.on_exit is not None:
+                self.on_exit(proc.pid)
             if self._stop.is_set():
                 logger.info("worker process %d (pid %d) exited with %d", slot, proc.pid, code)
                 return

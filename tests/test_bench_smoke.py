@@ -35,6 +35,8 @@ SCENARIOS = {
     "slow_calls_first_reply",
     "sigkill_duplicates",
     "sigkill_lost",
+    "metrics_drain",
+    "processes_drain",
 }
 NO_RAW_SIDE = ("embedded_", "slow_calls_", "sigkill_")  # measured against budgets
 

@@ -1,7 +1,10 @@
-"""Observability: OpenTelemetry tracing (optional extra ``tracing``) and structured logs.
+"""Observability: OpenTelemetry tracing (optional extra ``tracing``), detailed metrics'
+tallies (:mod:`common.observability.handler_metrics`, exposed by :mod:`common.ops.metrics`)
+and structured logs.
 
 Nothing here imports OpenTelemetry until tracing is switched on (:func:`tracing.enable` or
-``COMMON_TRACING=1``); see the README section "Tracing and logs".
+``COMMON_TRACING=1``); see the README sections "Tracing and logs" and "Health and metrics
+routes".
 """
 
 from __future__ import annotations

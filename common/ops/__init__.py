@@ -1,7 +1,7 @@
 """Operations: stream status, dead-letter repair, health and metrics (``common status``...).
 
-``common.ops.metrics`` needs the optional ``prometheus-client`` (the ``metrics`` extra) and is
-imported only when used; everything else works without it.
+``common.ops.metrics`` and ``common.ops.multiprocess`` need the optional ``prometheus-client``
+(the ``metrics`` extra) and are imported only when used; everything else works without it.
 """
 
 from common.ops.deadletters import DeadLetterFilter, DeadLetterRecord, ReplayResult
