@@ -25,6 +25,7 @@ from redis.exceptions import (
 )
 
 from common.clients.redis_manager import CONNECTION_ERRORS
+from common.errors import ReplicationError
 
 __all__ = ["TRANSIENT_CODES", "error_code", "is_transient"]
 
@@ -43,6 +44,7 @@ TRANSIENT_CODES = frozenset(
 )
 
 _TRANSIENT_CLASSES = (
+    ReplicationError,  # a WAIT that fell short (redis_wait_replicas): write again
     OutOfMemoryError,
     ReadOnlyError,
     MasterDownError,

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from common.clients.redis_manager import CONNECTION_ERRORS, is_embedded
+from common.clients.replication import Replication
 from common.config import CommonAppSettings
 from common.errors import WorkerStateError
 from common.models.actions import ErrorDetail
@@ -74,6 +75,7 @@ class StreamConsumer(StreamReading, Settlement, ABC):
             settings.dead_letter_maxlen,
             consumer,
             more_streams=dict(more_streams or {}),
+            replication=Replication.of(settings),
         )
         self.leases = LeaseKeeper(self)
         self.held: dict[HeldKey, Delivery] = {}  # every entry held, by (stream, id)

@@ -182,3 +182,22 @@ async def test_async_replication_loses_what_the_replicas_had_not_got(
     # acknowledged to its sender (or was a send in flight); the loss is counted, not hidden.
     assert 0 < len(result.lost) <= result.gone
     assert result.warnings <= _MAX_WARNINGS
+
+
+async def test_with_wait_for_one_replica_nothing_acknowledged_is_lost(
+    deployment: RedisSentinel, record_property: Any
+) -> None:
+    """``redis_wait_replicas=1``: a send returns only once a replica has its entry, so the
+    sends the master took after the cut are not acknowledged (ReplicationError, or the
+    connection lost with the master): none of what the senders were told is lost."""
+    settings = _fast(
+        redis_url=deployment.url,
+        worker_batch_size=10,
+        redis_wait_replicas=1,
+        redis_wait_timeout_ms=500,
+    )
+    result = await kill_master_under_load(deployment, settings, lag_writes=1)
+    print(f"\nwith WAIT 1: {result.line()}\n{result.log_summary}")
+    record_property("failover_with_wait", result.line())
+    assert result.lost == set() and result.gone == 0
+    assert result.warnings <= _MAX_WARNINGS
