@@ -12,7 +12,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import TypeAdapter
-from redis.exceptions import ResponseError
 
 from common.clients.consumer_check import CONSUMER_CHECK_TIMEOUT_S, ConsumerCheck
 from common.clients.deadlines import Deadlines, TaskBound
@@ -325,7 +324,7 @@ class BaseRedisClient:
         for queued, result in zip(batch, results, strict=True):
             if queued.future.done():
                 continue
-            if isinstance(result, ResponseError):
+            if isinstance(result, Exception):  # on a cluster, also a node's lost connection
                 queued.future.set_exception(result)
             elif queued.stream in unconfirmed:
                 queued.future.set_exception(

@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import ClusterError, ResponseError
 
 from common.clients.redis_manager import CONNECTION_ERRORS, is_embedded
 from common.clients.replication import Replication
@@ -29,7 +29,7 @@ from common.workers.leases import LeaseKeeper
 from common.workers.logs import ContextLogger
 from common.workers.outbox import Outbox
 from common.workers.outcome import Delivery, Fail, HeldKey, Outcome, Write
-from common.workers.reading import StreamReading, is_nogroup
+from common.workers.reading import StreamReading, is_nogroup, is_unblocked
 from common.workers.retry import RetryPolicy
 from common.workers.settlement import Settlement
 from common.workers.stats import WorkerStats
@@ -213,6 +213,9 @@ class StreamConsumer(StreamReading, Settlement, ABC):
                     raise
                 break
             except ResponseError as exc:
+                if is_unblocked(exc):  # the key moved (slot migration) or went: read again
+                    self.log.info("read interrupted (%s); reading again", exc)
+                    continue
                 if not is_nogroup(exc):
                     raise
                 self.log.warning(
@@ -222,7 +225,7 @@ class StreamConsumer(StreamReading, Settlement, ABC):
                 )
                 await self._with_reconnect(self._ensure_group)
                 continue
-            except CONNECTION_ERRORS as exc:
+            except (*CONNECTION_ERRORS, ClusterError) as exc:  # ClusterError: redirections
                 self.log.warning("lost Redis (%s); retrying in %.1fs", exc, backoff)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
