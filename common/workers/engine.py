@@ -42,6 +42,11 @@ logger = logging.getLogger(__name__)
 _FINAL_FLUSH_S = 5.0  # how long a stopping worker keeps trying to write its outbox
 
 
+# What a read retries after a backoff: a lost connection, or redis-py giving up following the
+# MOVED/ASK answers of a slot being migrated (ClusterError).
+_READ_RETRIED: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, ClusterError)
+
+
 class StreamConsumer(StreamReading, Settlement, ABC):
     """A consumer of one or several streams in one consumer group (the engine under every
     worker). ``stream`` is its first stream; ``more_streams`` maps any others to their
@@ -225,7 +230,7 @@ class StreamConsumer(StreamReading, Settlement, ABC):
                 )
                 await self._with_reconnect(self._ensure_group)
                 continue
-            except (*CONNECTION_ERRORS, ClusterError) as exc:  # ClusterError: redirections
+            except _READ_RETRIED as exc:
                 self.log.warning("lost Redis (%s); retrying in %.1fs", exc, backoff)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
