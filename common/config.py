@@ -90,6 +90,20 @@ class CommonAppSettings(BaseSettings):
     redis_send_timeout_s: float = Field(
         10.0, gt=0, description="Longest wait for a send (XADD) before SendTimeoutError."
     )
+    redis_wait_replicas: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="Replicas that must confirm each write (WAIT) before a send returns or a "
+        "worker's write counts as done (0: asynchronous replication, no WAIT).",
+    )
+    redis_wait_timeout_ms: int = Field(
+        1000,
+        ge=1,
+        le=600_000,
+        description="Longest wait for redis_wait_replicas confirmations; past it a send raises "
+        "ReplicationError and a worker retries the write.",
+    )
     queue_prefix: str = Field("app", description="First segment of every key.")
 
     num_internal_workers: int = Field(4, ge=1, le=1024, description="Workers per process.")
@@ -158,17 +172,32 @@ class CommonAppSettings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _check_wait(self) -> CommonAppSettings:
+        if (
+            self.redis_wait_replicas
+            and self.redis_wait_timeout_ms >= self.redis_send_timeout_s * 1000
+        ):
+            raise ValueError(
+                f"redis_wait_timeout_ms={self.redis_wait_timeout_ms} must be shorter than "
+                f"redis_send_timeout_s={self.redis_send_timeout_s:g}, so that a send not "
+                "confirmed in time raises ReplicationError rather than SendTimeoutError"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _check_socket_timeout(self) -> CommonAppSettings:
         timeout = self.redis_socket_timeout_s
         if timeout is None:
             return self
         block_s = self.worker_block_ms / 1000
-        needed = max(block_s, REPLY_LISTENER_BLOCK_S) + SOCKET_TIMEOUT_MARGIN_S
+        wait_s = self.redis_wait_timeout_ms / 1000 if self.redis_wait_replicas else 0.0
+        needed = max(block_s, REPLY_LISTENER_BLOCK_S, wait_s) + SOCKET_TIMEOUT_MARGIN_S
         if timeout < needed:
             raise ValueError(
                 f"redis_socket_timeout_s={timeout:g} would cut blocking reads: it must be at "
                 f"least {needed:g} (the longer of worker_block_ms={self.worker_block_ms} "
-                f"({block_s:g}s) and the reply listener's {REPLY_LISTENER_BLOCK_S:g}s block, "
+                f"({block_s:g}s), the reply listener's {REPLY_LISTENER_BLOCK_S:g}s block and "
+                "a WAIT's redis_wait_timeout_ms when redis_wait_replicas > 0, "
                 f"plus {SOCKET_TIMEOUT_MARGIN_S:g}s); raise it, lower worker_block_ms, or leave "
                 "redis_socket_timeout_s unset"
             )

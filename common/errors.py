@@ -17,6 +17,7 @@
      ├── RemoteActionError           a pseudo-sync call got an error reply
      ├── PartialSendError            some actions of a batch send were not appended
      ├── RedisUnavailableError       Redis could not be reached at start-up
+     ├── ReplicationError            too few replicas confirmed a write in time (WAIT)
      ├── SendTimeoutError            a send did not complete in time (also a TimeoutError)
      └── WorkerStateError            a worker or client used in the wrong state
 """
@@ -43,6 +44,7 @@ __all__ = [
     "PayloadTooLargeError",
     "RedisUnavailableError",
     "RemoteActionError",
+    "ReplicationError",
     "RetryLaterError",
     "SendTimeoutError",
     "UnknownActionError",
@@ -162,6 +164,47 @@ class PartialSendError(CommonError):
         super().__init__(f"{len(errors)} of {len(entry_ids)} actions were not sent: {errors[0]}")
         self.entry_ids = entry_ids
         self.errors = errors
+
+
+class ReplicationError(CommonError):
+    """Fewer than ``redis_wait_replicas`` replicas confirmed a write within
+    ``redis_wait_timeout_ms`` (Redis ``WAIT``).
+
+    Redis applied the write on the master: it holds there, and is lost only if that master
+    fails before a replica has it. A send that raises it is not resent automatically:
+    ``entry_ids`` says where its actions were appended. Workers treat it as transient (the
+    entry stays pending, the write is tried again). ``confirmed`` is how many replicas did
+    confirm; ``moved``: the key's slot moved to another cluster node during the write."""
+
+    def __init__(
+        self,
+        wanted: int,
+        confirmed: int,
+        timeout_ms: int,
+        *,
+        moved: bool = False,
+        entry_ids: Iterable[str] = (),
+    ) -> None:
+        self.wanted = wanted
+        self.confirmed = confirmed
+        self.timeout_ms = timeout_ms
+        self.moved = moved
+        self.entry_ids = list(entry_ids)
+        if moved:
+            why = "its slot moved to another cluster node during the write"
+        else:
+            why = f"only {confirmed} of {wanted} replicas confirmed it within {timeout_ms} ms"
+        sent = f" (entry ids {', '.join(self.entry_ids)}; not resent)" if self.entry_ids else ""
+        super().__init__(
+            f"write not confirmed by replicas (redis_wait_replicas={wanted}): {why}; Redis "
+            f"applied it{sent}, but a failover now could lose it"
+        )
+
+    def for_entries(self, entry_ids: Iterable[str]) -> ReplicationError:
+        """The same error, naming the entries of one send."""
+        return ReplicationError(
+            self.wanted, self.confirmed, self.timeout_ms, moved=self.moved, entry_ids=entry_ids
+        )
 
 
 class RedisUnavailableError(CommonError):

@@ -12,11 +12,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import TypeAdapter
-from redis.exceptions import ResponseError
 
 from common.clients.consumer_check import CONSUMER_CHECK_TIMEOUT_S, ConsumerCheck
 from common.clients.deadlines import Deadlines, TaskBound
 from common.clients.queue_manager import QueueManager
+from common.clients.replication import Replication
 from common.clients.reply_listener import ReplyListener
 from common.clients.scheduled import due_ms, schedule
 from common.config import CommonAppSettings
@@ -24,6 +24,7 @@ from common.errors import (
     ActionTimeoutError,
     NoConsumerError,
     PartialSendError,
+    ReplicationError,
     SendTimeoutError,
 )
 from common.models.actions import ActionType, DomainAction, DomainActionResponse
@@ -63,6 +64,12 @@ _ACTION_TYPE: TypeAdapter[str] = TypeAdapter(ActionType)
 
 def _entry_id(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _not_confirmed(error: Exception, entry_ids: list[str]) -> Exception:
+    """Why a send's entries are not confirmed by replicas: a :class:`ReplicationError`
+    naming them, or the WAIT's own error (a lost connection: the outcome is unknown)."""
+    return error.for_entries(entry_ids) if isinstance(error, ReplicationError) else error
 
 
 class BaseRedisClient:
@@ -114,6 +121,7 @@ class BaseRedisClient:
         self._streams: dict[str, list[str]] = {}  # target service -> its partitions' streams
         self._replies = ReplyListener(redis, self.reply_key)
         self._send_timeout = self.settings.redis_send_timeout_s
+        self._replication = Replication.of(self.settings)  # None: no WAIT after sends
         self._deadlines = Deadlines()  # one timer bounds every send of this client
         # XADD coalescing: is one in flight, who waits for the next pipeline, who sends it.
         self._sending = False
@@ -183,7 +191,7 @@ class BaseRedisClient:
         stream = self.stream_for(action, partition_key)
         try:
             async with asyncio.timeout(self._send_timeout):
-                await schedule(self.redis, stream, fields[ACTION_FIELD], due_ms)
+                await schedule(self.redis, stream, fields[ACTION_FIELD], due_ms, self._replication)
         except TimeoutError:
             raise SendTimeoutError(self._send_timeout, outcome_unknown=True) from None
         return str(action.action_id)
@@ -212,7 +220,9 @@ class BaseRedisClient:
             bound = TaskBound(deadline)
             self._deadlines.track(bound)
             try:
-                return _entry_id(await self.redis.xadd(stream, fields))  # type: ignore[arg-type]
+                if self._replication is None:
+                    return _entry_id(await self.redis.xadd(stream, fields))  # type: ignore[arg-type]
+                return await self._xadd_confirmed(stream, fields, self._replication)
             except asyncio.CancelledError:
                 if bound.timed_out():  # cut off mid-command: redis-py closes that connection
                     raise SendTimeoutError(timeout, outcome_unknown=True) from None
@@ -228,6 +238,17 @@ class BaseRedisClient:
             return await queued.future
         finally:
             self._deadlines.untrack(queued)
+
+    async def _xadd_confirmed(
+        self, stream: str, fields: dict[str, bytes], replication: Replication
+    ) -> str:
+        """XADD, then WAIT on the same connection (``redis_wait_replicas`` > 0)."""
+        raw, error = await replication.write(
+            self.redis, stream, lambda pipe: pipe.xadd(stream, fields)
+        )
+        if error is not None:
+            raise _not_confirmed(error, [_entry_id(raw)])
+        return _entry_id(raw)
 
     def _after_send(self) -> None:
         """The XADD in flight returned: send what queued up meanwhile, or become idle."""
@@ -265,15 +286,21 @@ class BaseRedisClient:
         # itself is given up when the last of them has.
         bound = TaskBound(max(q.deadline for q in batch))
         self._deadlines.track(bound)
+        unconfirmed: dict[str, Exception] = {}
         try:
-            if len(batch) == 1:
+            if len(batch) == 1 and self._replication is None:
                 one = batch[0]
                 results: list[Any] = [await self.redis.xadd(one.stream, one.fields)]  # type: ignore[arg-type]
             else:
                 pipe = self.redis.pipeline(transaction=False)
                 for queued in batch:
                     pipe.xadd(queued.stream, queued.fields)  # type: ignore[arg-type]
-                results = await pipe.execute(raise_on_error=False)
+                if self._replication is None:
+                    results = await pipe.execute(raise_on_error=False)
+                else:
+                    results, unconfirmed = await self._execute_confirmed(
+                        pipe, [q.stream for q in batch], self._replication
+                    )
         except Exception as exc:
             # The round trip failed: every caller in it gets the error.
             for queued in batch:
@@ -297,10 +324,24 @@ class BaseRedisClient:
         for queued, result in zip(batch, results, strict=True):
             if queued.future.done():
                 continue
-            if isinstance(result, ResponseError):
+            if isinstance(result, Exception):  # on a cluster, also a node's lost connection
                 queued.future.set_exception(result)
+            elif queued.stream in unconfirmed:
+                queued.future.set_exception(
+                    _not_confirmed(unconfirmed[queued.stream], [_entry_id(result)])
+                )
             else:
                 queued.future.set_result(_entry_id(result))
+
+    async def _execute_confirmed(
+        self, pipe: Any, streams: list[str], replication: Replication
+    ) -> tuple[list[Any], dict[str, Exception]]:
+        """Execute ``pipe`` (its XADDs to ``streams``) with the WAIT(s) after them: the XADDs'
+        replies, and the streams whose entries the replicas did not confirm (with why)."""
+        count = len(pipe)
+        waits = replication.queue_waits(pipe, self.redis, set(streams))
+        replies = await pipe.execute(raise_on_error=False)
+        return replies[:count], replication.unconfirmed(self.redis, waits, replies[count:])
 
     async def send_actions_async(
         self,
@@ -320,16 +361,25 @@ class BaseRedisClient:
         size_limit = self.settings.max_payload_bytes
         pipe = self.redis.pipeline(transaction=False)
         streams: set[str] = set()
+        pipe_streams: list[str] = []  # the stream of each XADD, in order
         for action in actions:
             action = self._stamp(action)
             stream = self.stream_for(action, partition_by(action) if partition_by else None)
             streams.add(stream)
+            pipe_streams.append(stream)
             pipe.xadd(stream, encode_action(action, size_limit))  # type: ignore[arg-type]
         count = len(pipe)
         bound = TaskBound(asyncio.get_running_loop().time() + self._send_timeout)
         self._deadlines.track(bound)
+        sent_to: list[str] = list(pipe_streams)
+        unconfirmed: dict[str, Exception] = {}
         try:
-            results = await pipe.execute(raise_on_error=False)
+            if self._replication is None:
+                results = await pipe.execute(raise_on_error=False)
+            else:
+                results, unconfirmed = await self._execute_confirmed(
+                    pipe, sent_to, self._replication
+                )
         except asyncio.CancelledError:
             if bound.timed_out():
                 raise SendTimeoutError(
@@ -344,6 +394,11 @@ class BaseRedisClient:
         if errors:
             ids = [None if isinstance(r, Exception) else _entry_id(r) for r in results]
             raise PartialSendError(ids, errors)
+        if unconfirmed:
+            waiting = [
+                _entry_id(r) for r, st in zip(results, sent_to, strict=True) if st in unconfirmed
+            ]
+            raise _not_confirmed(next(iter(unconfirmed.values())), waiting)
         return [_entry_id(r) for r in results]
 
     async def send_action_async_with_callback(

@@ -6,8 +6,10 @@ Every error a write can get is one of two kinds:
   ``OOM`` (``maxmemory`` with ``noeviction``), ``READONLY`` (a replica, or a failover in
   progress), ``LOADING`` (a restart reading its data set), ``BUSY`` (a long script),
   ``MASTERDOWN``, ``CLUSTERDOWN``, ``TRYAGAIN``, ``NOREPLICAS``, ``MISCONF`` (the last save
-  failed, so writes are refused). The entry that needs the write stays pending, and the write
-  is tried again after a backoff.
+  failed, so writes are refused), redis-py's ``ClusterError`` (too many MOVED/ASK
+  redirections in a row, during a slot migration), a ``WAIT`` that fell short
+  (:class:`~common.errors.ReplicationError`). The entry that needs the write stays pending,
+  and the write is tried again after a backoff.
 - **permanent**: the same command will be refused again (``WRONGTYPE`` on a reply key,
   ``NOPERM``, a syntax error...). The entry that needs the write is dead-lettered with the reason.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from redis.exceptions import (
     ClusterDownError,
+    ClusterError,
     ExecAbortError,
     MasterDownError,
     OutOfMemoryError,
@@ -25,6 +28,7 @@ from redis.exceptions import (
 )
 
 from common.clients.redis_manager import CONNECTION_ERRORS
+from common.errors import ReplicationError
 
 __all__ = ["TRANSIENT_CODES", "error_code", "is_transient"]
 
@@ -43,6 +47,8 @@ TRANSIENT_CODES = frozenset(
 )
 
 _TRANSIENT_CLASSES = (
+    ClusterError,  # redis-py gave up following MOVED/ASK (a slot migration in progress)
+    ReplicationError,  # a WAIT that fell short (redis_wait_replicas): write again
     OutOfMemoryError,
     ReadOnlyError,
     MasterDownError,

@@ -212,6 +212,9 @@ class RedisManager:
             cluster = WaitingRedisCluster.from_url(
                 first,
                 startup_nodes=[ClusterNode(host, port) for host, port in addresses[1:]],
+                # A MOVED answer patches that slot only: by default every 5th MOVED makes
+                # redis-py close every connection of the process (reads, sends in flight).
+                reinitialize_steps=0,
                 **kwargs,
             )
         except ValueError as exc:

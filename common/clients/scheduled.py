@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 
+from common.clients.replication import Replication
 from common.models.codec import ACTION_FIELD
 
 __all__ = ["due_ms", "move_due", "next_due_ms", "schedule", "scheduled_key"]
@@ -38,9 +39,22 @@ def scheduled_key(stream: str) -> str:
     return f"{stream}:scheduled"
 
 
-async def schedule(redis: aioredis.Redis, stream: str, payload: bytes, due_ms: int) -> None:
-    """Schedule the encoded action ``payload`` for ``stream`` at ``due_ms``."""
-    await redis.zadd(scheduled_key(stream), {payload: due_ms})
+async def schedule(
+    redis: aioredis.Redis,
+    stream: str,
+    payload: bytes,
+    due_ms: int,
+    replication: Replication | None = None,
+) -> None:
+    """Schedule the encoded action ``payload`` for ``stream`` at ``due_ms``; with
+    ``replication``, confirmed by the replicas (WAIT) or :class:`ReplicationError`."""
+    key = scheduled_key(stream)
+    if replication is None:
+        await redis.zadd(key, {payload: due_ms})
+        return
+    _, error = await replication.write(redis, key, lambda pipe: pipe.zadd(key, {payload: due_ms}))
+    if error is not None:
+        raise error
 
 
 async def next_due_ms(redis: aioredis.Redis, stream: str) -> int | None:

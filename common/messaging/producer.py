@@ -21,8 +21,9 @@ import redis.asyncio as aioredis
 
 from common.clients.queue_manager import QueueManager
 from common.clients.redis_manager import RedisManager
+from common.clients.replication import Replication
 from common.config import CommonAppSettings
-from common.errors import SendTimeoutError
+from common.errors import ReplicationError, SendTimeoutError
 from common.messaging.events import Event, encode_event
 from common.messaging.settings import messaging_settings
 from common.naming import is_topic_name
@@ -46,6 +47,7 @@ class Producer:
         self._redis = redis
         self._manager: RedisManager | None = None
         self._connecting = asyncio.Lock()
+        self._replication = Replication.of(self.settings)  # None: no WAIT after a send
         instrument_producer(self)  # tracing (decided once, here): wraps send_event
 
     async def _client(self) -> aioredis.Redis:
@@ -75,12 +77,21 @@ class Producer:
         fields = encode_event(event, self.settings.max_payload_bytes)
         redis = await self._client()
         timeout = self.settings.redis_send_timeout_s
+        error: Exception | None = None
         try:
             async with asyncio.timeout(timeout):
-                entry_id = await redis.xadd(stream, fields)  # type: ignore[arg-type]
+                if self._replication is None:
+                    entry_id = await redis.xadd(stream, fields)  # type: ignore[arg-type]
+                else:  # redis_wait_replicas > 0: confirmed by the replicas (WAIT)
+                    entry_id, error = await self._replication.write(
+                        redis, stream, lambda pipe: pipe.xadd(stream, fields)
+                    )
         except TimeoutError:
             raise SendTimeoutError(timeout, outcome_unknown=True) from None
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        entry_id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        if error is not None:
+            raise error.for_entries([entry_id]) if isinstance(error, ReplicationError) else error
+        return entry_id
 
     async def close(self) -> None:
         manager, self._manager = self._manager, None

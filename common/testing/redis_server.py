@@ -131,6 +131,16 @@ class RedisServer:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
 
+    def pause(self) -> None:
+        """SIGSTOP the server: it keeps its sockets but answers nothing (a stalled replica)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a paused server."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         """Stop the server cleanly (SIGTERM: AOF is flushed when enabled)."""
         if self.process is not None and self.process.poll() is None:
@@ -277,7 +287,8 @@ class RedisCluster:
 
 
 class RedisSentinel:
-    """A private Sentinel deployment: a master, one replica and ``sentinels`` Sentinels
+    """A private Sentinel deployment: a master, ``replicas`` replicas (``replica`` is the
+    first) and ``sentinels`` Sentinels
     (``redis-server --sentinel``), all on ephemeral loopback ports, monitoring ``name``.
 
     ``url`` is the ``redis+sentinel://`` form of :class:`RedisManager`. :meth:`failover` asks
@@ -286,14 +297,25 @@ class RedisSentinel:
     after ``down_after_ms``).
     """
 
-    def __init__(self, *, sentinels: int = 1, name: str = "mymaster", down_after_ms: int = 1000):
+    def __init__(
+        self,
+        *,
+        sentinels: int = 1,
+        name: str = "mymaster",
+        down_after_ms: int = 1000,
+        replicas: int = 1,
+    ) -> None:
+        if replicas < 1:
+            raise ValueError("a Sentinel deployment needs at least one replica")
         self.name = name
         self.down_after_ms = down_after_ms
         no_delay = ("--repl-diskless-sync-delay", "0")  # a full sync starts at once
         self.master = RedisServer(extra_args=no_delay)
-        self.replica = RedisServer(
-            extra_args=(*no_delay, "--replicaof", "127.0.0.1", str(self.master.port))
-        )
+        self.replicas = [
+            RedisServer(extra_args=(*no_delay, "--replicaof", "127.0.0.1", str(self.master.port)))
+            for _ in range(replicas)
+        ]
+        self.replica = self.replicas[0]
         self.sentinel_ports = [free_port() for _ in range(sentinels)]
         self.dir = Path(tempfile.mkdtemp(prefix="redis-sentinel-"))
         self._processes: list[subprocess.Popen[bytes]] = []
@@ -305,12 +327,13 @@ class RedisSentinel:
 
     @property
     def servers(self) -> list[RedisServer]:
-        return [self.master, self.replica]
+        return [self.master, *self.replicas]
 
     def start(self, timeout: float = 30.0) -> RedisSentinel:
         try:
             self.master.start()
-            self.replica.start()
+            for replica in self.replicas:
+                replica.start()
             _wait_until(self._replica_synced, timeout, "replica in sync")
             quorum = len(self.sentinel_ports) // 2 + 1
             for port in self.sentinel_ports:
@@ -351,13 +374,16 @@ class RedisSentinel:
         _wait_until(answers, timeout, f"Sentinel on port {port} answering")
 
     def _replica_synced(self) -> bool:
-        info = _redis_cli("-p", str(self.replica.port), "info", "replication")
-        return "master_link_status:up" in info
+        for replica in self.replicas:
+            info = _redis_cli("-p", str(replica.port), "info", "replication")
+            if "master_link_status:up" not in info:
+                return False
+        return True
 
     def _sentinels_see_replica(self) -> bool:
         for port in self.sentinel_ports:
-            out = _redis_cli("-p", str(port), "sentinel", "replicas", self.name)
-            if str(self.replica.port) not in out.split():
+            out = _redis_cli("-p", str(port), "sentinel", "replicas", self.name).split()
+            if any(str(replica.port) not in out for replica in self.replicas):
                 return False
         return True
 
@@ -377,15 +403,18 @@ class RedisSentinel:
         writable and named by every Sentinel; returns the new master."""
         old = self.master_port()
         _redis_cli("-p", str(self.sentinel_ports[0]), "sentinel", "failover", self.name)
-        return self._await_new_master(old, timeout)
+        return self.await_new_master(old, timeout)
 
     def kill_master(self, timeout: float = 30.0) -> RedisServer:
         """SIGKILL the current master and wait until the Sentinels have promoted the replica."""
         old = self.current_master()
         old.kill()
-        return self._await_new_master(old.port, timeout)
+        return self.await_new_master(old.port, timeout)
 
-    def _await_new_master(self, old_port: int, timeout: float) -> RedisServer:
+    def await_new_master(self, old_port: int, timeout: float = 30.0) -> RedisServer:
+        """Wait until every Sentinel names a master other than the one on ``old_port`` and
+        that master is writable; returns it."""
+
         def promoted() -> bool:
             for port in self.sentinel_ports:
                 out = _redis_cli("-p", str(port), "sentinel", "get-master-addr-by-name", self.name)

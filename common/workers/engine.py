@@ -17,9 +17,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import ClusterError, ResponseError
 
 from common.clients.redis_manager import CONNECTION_ERRORS, is_embedded
+from common.clients.replication import Replication
 from common.config import CommonAppSettings
 from common.errors import WorkerStateError
 from common.models.actions import ErrorDetail
@@ -28,7 +29,7 @@ from common.workers.leases import LeaseKeeper
 from common.workers.logs import ContextLogger
 from common.workers.outbox import Outbox
 from common.workers.outcome import Delivery, Fail, HeldKey, Outcome, Write
-from common.workers.reading import StreamReading, is_nogroup
+from common.workers.reading import StreamReading, is_nogroup, is_unblocked
 from common.workers.retry import RetryPolicy
 from common.workers.settlement import Settlement
 from common.workers.stats import WorkerStats
@@ -39,6 +40,11 @@ logger = logging.getLogger(__name__)
 
 
 _FINAL_FLUSH_S = 5.0  # how long a stopping worker keeps trying to write its outbox
+
+
+# What a read retries after a backoff: a lost connection, or redis-py giving up following the
+# MOVED/ASK answers of a slot being migrated (ClusterError).
+_READ_RETRIED: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, ClusterError)
 
 
 class StreamConsumer(StreamReading, Settlement, ABC):
@@ -74,6 +80,7 @@ class StreamConsumer(StreamReading, Settlement, ABC):
             settings.dead_letter_maxlen,
             consumer,
             more_streams=dict(more_streams or {}),
+            replication=Replication.of(settings),
         )
         self.leases = LeaseKeeper(self)
         self.held: dict[HeldKey, Delivery] = {}  # every entry held, by (stream, id)
@@ -211,6 +218,9 @@ class StreamConsumer(StreamReading, Settlement, ABC):
                     raise
                 break
             except ResponseError as exc:
+                if is_unblocked(exc):  # the key moved (slot migration) or went: read again
+                    self.log.info("read interrupted (%s); reading again", exc)
+                    continue
                 if not is_nogroup(exc):
                     raise
                 self.log.warning(
@@ -220,7 +230,7 @@ class StreamConsumer(StreamReading, Settlement, ABC):
                 )
                 await self._with_reconnect(self._ensure_group)
                 continue
-            except CONNECTION_ERRORS as exc:
+            except _READ_RETRIED as exc:
                 self.log.warning("lost Redis (%s); retrying in %.1fs", exc, backoff)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

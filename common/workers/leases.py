@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.workers.cancel import cancel_and_wait
 from common.workers.hygiene import remove_consumer_if_empty
+from common.workers.logs import RepeatedFailures
 from common.workers.outcome import Delivery, HeldKey
 
 if TYPE_CHECKING:
@@ -199,12 +200,14 @@ class LeaseKeeper:
                 self.consumer.log.error("the lease renewal task would not stop")
 
     async def _loop(self) -> None:
+        failures = RepeatedFailures(self.consumer.log, "lease renewal")
         while True:
             await asyncio.sleep(self.period_s)
             try:
                 await self.renew()
+                failures.ok()
             except Exception as exc:
-                self.consumer.log.warning("lease renewal failed: %s", exc)
+                failures.failed(exc)
 
     async def release_all(self) -> int:
         """Hand back every entry still pending for this consumer on each of its streams, so

@@ -9,7 +9,7 @@ from typing import Any
 
 from common.observability.logs import current_trace_id
 
-__all__ = ["ContextLogger"]
+__all__ = ["ContextLogger", "RepeatedFailures"]
 
 
 class ContextLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -31,3 +31,24 @@ class ContextLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         extra.update(kwargs.get("extra") or {})
         kwargs["extra"] = extra
         return self._prefix + str(msg), kwargs
+
+
+class RepeatedFailures:
+    """The log of a periodic task's failures: the first one as a warning, its repeats at
+    debug level, and the recovery once, so that an outage or a failover of Redis costs a few
+    lines, not one per pass (the tasks back off or keep their period meanwhile)."""
+
+    def __init__(self, log: logging.Logger | logging.LoggerAdapter, what: str) -> None:  # type: ignore[type-arg]
+        self.log = log
+        self.what = what
+        self.failures = 0
+
+    def failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        log = self.log.warning if self.failures == 1 else self.log.debug
+        log("%s failed: %s", self.what, exc)
+
+    def ok(self) -> None:
+        if self.failures:
+            self.log.info("%s works again (after %d failed attempts)", self.what, self.failures)
+            self.failures = 0

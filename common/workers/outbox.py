@@ -30,6 +30,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
 from common.clients.redis_errors import error_code, is_transient
+from common.clients.redis_manager import is_cluster
+from common.clients.replication import Replication
 from common.models.actions import ErrorDetail
 from common.models.codec import ACTION_FIELD_BYTES, dumps
 from common.workers.delays import ScheduleRetry
@@ -135,6 +137,7 @@ class Outbox:
     dead_letter_maxlen: int
     worker: str
     more_streams: dict[str, str] = field(default_factory=dict)  # other stream -> its dead letters
+    replication: Replication | None = None  # redis_wait_replicas > 0: WAIT after each write
     items: list[Settled] = field(default_factory=list)
     dead_letters_trimmed: int = 0
     # How many of ``items`` may be more than a plain XACK (writes, a retry, a dead letter); it
@@ -187,7 +190,7 @@ class Outbox:
         special, self._special = self._special, 0
         if not items:
             return result
-        if not special:
+        if not special and self.replication is None:  # (WAIT: the ACK path below)
             return await self._ack_plain(redis, items, result)
         try:
             acks = await self._write(redis, items, result)
@@ -266,7 +269,13 @@ class Outbox:
         acked = self._by_stream(plain)
         for stream, ours in acked.items():
             pipe.xack(stream, self.group, *(i.entry_id for i in ours))
-        replies = await pipe.execute(raise_on_error=False)
+        if self.replication is not None:
+            keys = [w.key for i in to_write for w in i.writes] + list(acked)
+            replies = await self._execute_confirmed(redis, pipe, keys, result)
+            if replies is None:
+                return []  # not confirmed: all of it is written again by the next flush
+        else:
+            replies = await pipe.execute(raise_on_error=False)
         failed: dict[int, BaseException] = {}
         for users, reply in zip(served, replies, strict=False):
             if isinstance(reply, Exception):
@@ -324,12 +333,19 @@ class Outbox:
         if not items:
             return
         grouped = self._by_stream(items)
+        replies: list[object]
         try:
-            if len(grouped) == 1:
+            if self.replication is not None:
+                pipe = redis.pipeline(transaction=False)
+                for stream, ours in grouped.items():
+                    pipe.xack(stream, self.group, *(i.entry_id for i in ours))
+                confirmed = await self._execute_confirmed(redis, pipe, list(grouped), result)
+                if confirmed is None:
+                    return
+                replies = confirmed
+            elif len(grouped) == 1:
                 [(stream, ours)] = grouped.items()
-                replies: list[object] = [
-                    await redis.xack(stream, self.group, *(i.entry_id for i in ours))
-                ]
+                replies = [await redis.xack(stream, self.group, *(i.entry_id for i in ours))]
             else:
                 pipe = redis.pipeline(transaction=False)
                 for stream, ours in grouped.items():
@@ -356,6 +372,9 @@ class Outbox:
     ) -> None:
         """The dead letters of one stream and their XACK, in one MULTI/EXEC (same hash tag)."""
         dead_letters = self._dead_letter_stream(stream)
+        if self.replication is not None:
+            await self._dead_letter_confirmed(redis, stream, items, result, self.replication)
+            return
         pipe = redis.pipeline(transaction=True)
         for item in items:
             assert item.dead is not None
@@ -370,13 +389,78 @@ class Outbox:
             result.error = exc
             return
         result.done += items
-        if self.dead_letter_maxlen and replies[-1]:
-            self.dead_letters_trimmed += int(replies[-1])
+        self._count_trimmed(stream, dead_letters, replies[-1])
+
+    def _count_trimmed(self, stream: str, dead_letters: str, trimmed: object) -> None:
+        if self.dead_letter_maxlen and trimmed:
+            self.dead_letters_trimmed += int(trimmed)  # type: ignore[call-overload]
             logger.warning(
-                "%s: dead-letter stream %s is over dead_letter_maxlen=%d: its %d oldest dead "
+                "%s: dead-letter stream %s is over dead_letter_maxlen=%d: its %s oldest dead "
                 "letters were trimmed",
                 stream,
                 dead_letters,
                 self.dead_letter_maxlen,
-                replies[-1],
+                trimmed,
             )
+
+    async def _execute_confirmed(
+        self, redis: aioredis.Redis, pipe: Pipeline, keys: list[str], result: FlushResult
+    ) -> list[object] | None:
+        """Execute ``pipe`` (writes to ``keys``) and the WAIT(s) after it: the commands'
+        replies, or None if the replicas did not confirm them all (the reason in
+        ``result.error``; the writes are then repeated by the next flush: at least once)."""
+        assert self.replication is not None
+        count = len(pipe)
+        waits = self.replication.queue_waits(pipe, redis, dict.fromkeys(keys))
+        replies: list[object] = await pipe.execute(raise_on_error=False)
+        missing = self.replication.unconfirmed(redis, waits, replies[count:])
+        if missing:
+            result.error = next(iter(missing.values()))
+            return None
+        return replies[:count]
+
+    async def _dead_letter_confirmed(
+        self,
+        redis: aioredis.Redis,
+        stream: str,
+        items: list[Settled],
+        result: FlushResult,
+        replication: Replication,
+    ) -> None:
+        """The dead letters of one stream and their XACK in one MULTI/EXEC, then WAIT on the
+        same connection: MULTI and EXEC go as commands of a plain pipeline, addressed to the
+        stream's node on a cluster (a WAIT must follow the writes on their connection)."""
+        dead_letters = self._dead_letter_stream(stream)
+        node: dict[str, object] = {}
+        if is_cluster(redis):
+            node["target_nodes"] = redis.get_node_from_key(stream)  # type: ignore[attr-defined]
+        pipe = redis.pipeline(transaction=False)
+        pipe.execute_command("MULTI", **node)
+        for item in items:
+            assert item.dead is not None
+            fields = dead_letter_fields(stream, item.delivery, item.dead, self.worker)
+            pipe.xadd(dead_letters, fields)  # type: ignore[arg-type]
+        pipe.xack(stream, self.group, *(i.entry_id for i in items))
+        if self.dead_letter_maxlen:
+            pipe.xtrim(dead_letters, maxlen=self.dead_letter_maxlen, approximate=True)
+        pipe.execute_command("EXEC", **node)
+        try:
+            replies = await self._execute_confirmed(redis, pipe, [stream], result)
+        except Exception as exc:
+            result.error = exc
+            return
+        if replies is None:
+            return
+        executed = replies[-1]
+        failed = [r for r in replies if isinstance(r, Exception)]
+        if isinstance(executed, list):
+            failed += [r for r in executed if isinstance(r, Exception)]
+        if failed or not isinstance(executed, list):
+            error = failed[0] if failed else None
+            result.error = (
+                error if isinstance(error, Exception) else RuntimeError(f"EXEC: {executed!r}")
+            )
+            return
+        result.done += items
+        if self.dead_letter_maxlen:
+            self._count_trimmed(stream, dead_letters, executed[-1])

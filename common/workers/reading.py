@@ -43,6 +43,12 @@ def is_nogroup(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
 
 
+def is_unblocked(exc: BaseException) -> bool:
+    """Redis's answer to a blocked read whose stream key went away meanwhile (``UNBLOCKED the
+    stream key no longer exists``): on a cluster, the slot was migrated to another node."""
+    return isinstance(exc, ResponseError) and str(exc).startswith("UNBLOCKED")
+
+
 class StreamReading:
     """Mixin of :class:`~common.workers.engine.StreamConsumer`: group creation and reads."""
 

@@ -37,6 +37,7 @@ from common.workers.delays import Claimed, claim_due, claim_idle, due_ids
 from common.workers.engine import StreamConsumer
 from common.workers.hygiene import tidy_stream, trim_stream
 from common.workers.leases import after_last
+from common.workers.logs import RepeatedFailures
 from common.workers.outcome import Delivery
 
 __all__ = ["Reclaimer"]
@@ -110,6 +111,7 @@ class Reclaimer:
         loop = asyncio.get_running_loop()
         last_length: int | None = None
         last_at = loop.time()
+        failures = RepeatedFailures(logger, f"trimming {self.stream}")
         while not self._stop.is_set():
             wait = longest_wait
             try:
@@ -125,10 +127,11 @@ class Reclaimer:
                     self.trimmed += trimmed
                     length -= trimmed
                 last_length, last_at = length, loop.time()
+                failures.ok()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                logger.warning("trimming %s failed: %s", self.stream, exc)
+                failures.failed(exc)
             if cancel_requested():
                 raise asyncio.CancelledError
             await wait_event(self._stop, wait)
@@ -138,10 +141,12 @@ class Reclaimer:
         :mod:`common.clients.scheduled`): one cheap look per poll period, a script only when
         something is due."""
         poll = min(_SCHEDULE_POLL_S, self.settings.claim_interval_s)
+        failures = RepeatedFailures(logger, f"moving due scheduled actions on {self.stream}")
         while not self._stop.is_set():
             wait = poll
             try:
                 due = await next_due_ms(self.redis, self.stream)
+                failures.ok()
                 now = int(time.time() * 1000)
                 if due is not None and due <= now:
                     moved = await move_due(self.redis, self.stream, now)
@@ -150,16 +155,18 @@ class Reclaimer:
                 if due is not None:
                     wait = min(poll, (due - now) / 1000)
             except Exception as exc:
-                logger.warning("moving due scheduled actions on %s failed: %s", self.stream, exc)
+                failures.failed(exc)
             if cancel_requested():
                 raise asyncio.CancelledError
             await wait_event(self._stop, wait)
 
     async def _loop(self) -> None:
         passes = 0
+        failures = RepeatedFailures(logger, f"reclaim pass on {self.stream}")
         while not self._stop.is_set():
             try:
                 await self.reclaim_once()
+                failures.ok()
                 passes += 1
                 if passes % self.tidy_every == 1:
                     await tidy_stream(
@@ -168,7 +175,7 @@ class Reclaimer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                logger.warning("reclaim pass on %s failed: %s", self.stream, exc)
+                failures.failed(exc)
             if cancel_requested():  # a callee swallowed our cancellation: honour it here
                 raise asyncio.CancelledError
             await wait_event(self._stop, self.settings.claim_interval_s)
