@@ -28,7 +28,11 @@ async def test_cluster_urls_build_a_cluster_client_with_every_node_credentials_a
     kwargs = client.connection_kwargs
     assert (kwargs["username"], kwargs["password"]) == ("u", "p@ss")
     assert kwargs["ssl_cert_reqs"] == "none"
-    assert kwargs["connection_class"] is SSLConnection
+    # TLS connections that pack commands in C (hiredis), on every node known so far
+    assert issubclass(kwargs["connection_class"], SSLConnection)
+    assert all(node.connection_class is kwargs["connection_class"] for node in nodes.values())
+    packed = kwargs["connection_class"].pack_command
+    assert packed is not SSLConnection.pack_command
     assert all(node.max_connections == 7 for node in nodes.values())
     await client.aclose()
 
