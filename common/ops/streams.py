@@ -42,7 +42,7 @@ class StreamRef:
     """A stream operations look at: ``kind`` (``actions`` or ``topic``), ``name`` (the service
     or topic), the stream, its dead-letter stream, and the field a replayed dead letter is
     written to (``""``: the record's ``original`` is a JSON object of the entry's fields).
-    ``partition`` is the partition of a service's action stream (0 for the first, and topics).
+    ``partition`` is the partition of a service's action stream or of a topic (0: the first).
 
     A topic has one dead-letter stream per subscriber group: ``dead_letter_prefix`` + group
     (:meth:`group_dead_letter_stream`); a topic's ref for one group's dead letters has
