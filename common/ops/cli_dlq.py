@@ -5,9 +5,9 @@ subscriber group's.
 ``...:{service:k}:dlq``, where record ``k:<id>`` is ``<id>`` of partition k) or a topic; a
 topic's dead letters are per subscriber group (``...:{topic}:dlq:<group>``, and with
 partitions each partition's ``...:{topic:k}:dlq:<group>``, named ``k:<id>`` likewise):
-``--group`` names the group (needed when the topic has several). Replaying a topic's dead letters re-publishes
-the events on the topic, which every group reads: with other groups on the topic, replay asks
-first unless ``--yes``.
+``--group`` names the group (needed when the topic has several). Replaying a topic's dead
+letters re-publishes the events on the topic (each on its record's partition), which every
+group reads: with other groups on the topic, replay asks first unless ``--yes``.
 """
 
 from __future__ import annotations
