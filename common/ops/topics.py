@@ -64,9 +64,7 @@ def topic_ref(queues: QueueManager, topic: str, partition: int = 0) -> StreamRef
     )
 
 
-def topic_group_ref(
-    queues: QueueManager, topic: str, group: str, partition: int = 0
-) -> StreamRef:
+def topic_group_ref(queues: QueueManager, topic: str, group: str, partition: int = 0) -> StreamRef:
     """The :class:`StreamRef` of one subscriber group's dead letters on ``topic`` (on its
     partition ``partition``)."""
     if not is_group_id(group):
