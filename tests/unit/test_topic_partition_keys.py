@@ -9,8 +9,10 @@ from common.clients.queue_manager import MAX_PARTITIONS, QueueManager
 from common.config import CommonAppSettings
 from common.errors import ConfigurationError, InvalidKeyError
 from common.messaging.events import Event
-from common.messaging.handler import publish_write
+from common.messaging.handler import Handler, publish_write
 from common.messaging.partitions import event_stream, leftover_candidates, subscriber_streams
+from common.messaging.subscription import Subscription
+from common.ops.asyncapi import asyncapi_document
 from common.workers.delays import delay_set_key
 
 qm = QueueManager("app", "prod")
@@ -127,3 +129,20 @@ def test_a_group_reads_every_partition_and_looks_beyond_for_leftovers() -> None:
     beyond = leftover_candidates(qm, settings, ("a",), "g")
     assert list(beyond) == [qm.topic_stream("a", k) for k in range(3, MAX_PARTITIONS)]
     assert beyond[qm.topic_stream("a", 9)] == qm.topic_dead_letter_stream("a", "g", 9)
+
+
+def test_the_asyncapi_document_says_a_topic_is_partitioned() -> None:
+    async def handle(payload: dict[str, int]) -> None: ...
+
+    sub = Subscription(name="m.handle", topics=("a.b", "c"), handler=Handler(handle, "m.handle"))
+    settings = CommonAppSettings(topic_partitions={"a.b": 3})
+    channels = asyncapi_document([sub], settings)["channels"]
+    described = {c["address"]: c["description"] for c in channels.values()}
+    assert described[qm_of(settings).topic_stream("a.b")] == (
+        "Topic a.b, 3 partitions by the event's key (partition k >= 1: hash tag {a.b:k})"
+    )
+    assert described[qm_of(settings).topic_stream("c")] == "Topic c"
+
+
+def qm_of(settings: CommonAppSettings) -> QueueManager:
+    return QueueManager(settings.queue_prefix, settings.environment)
