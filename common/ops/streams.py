@@ -155,7 +155,11 @@ def _partition_of(queues: QueueManager, stream: str) -> int:
     try:
         return queues.parse(stream).partition
     except InvalidKeyError:
-        return 0  # a topic
+        pass
+    try:
+        return queues.parse_topic_stream(stream)[1]  # a topic's partition
+    except InvalidKeyError:
+        return 0
 
 
 def pool_stream_refs(pool: Any) -> list[StreamRef]:
