@@ -17,7 +17,7 @@ from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS
 
 from common.blocking import REPLY_LISTENER_BLOCK_S, SOCKET_TIMEOUT_MARGIN_S
 from common.errors import ConfigurationError
-from common.naming import is_key_segment, is_service_name
+from common.naming import is_key_segment, is_service_name, is_topic_name
 from common.secrets import redact_url
 
 __all__ = ["CommonAppSettings", "RetryBackoff", "load_settings"]
@@ -132,6 +132,15 @@ class CommonAppSettings(BaseSettings):
         description="Action streams per service (partitions, each its own hash tag); every "
         "sender and worker of a deployment must use the same value.",
     )
+    topic_partitions: dict[str, int] = Field(
+        default_factory=dict,
+        description="Partitions of named topics (JSON in the environment, e.g. "
+        '{"orders.created": 4}); others get topic_partitions_default. Every publisher and '
+        "subscriber of a deployment must use the same values.",
+    )
+    topic_partitions_default: int = Field(
+        1, ge=1, le=128, description="Partitions of a topic not named in topic_partitions."
+    )
     max_payload_bytes: int = Field(
         1_048_576, ge=256, le=512 * 1024 * 1024, description="Largest accepted entry."
     )
@@ -158,6 +167,23 @@ class CommonAppSettings(BaseSettings):
         if not is_key_segment(value):
             raise ValueError("must be 1-32 characters of letters, digits, '_' or '-'")
         return value
+
+    @field_validator("topic_partitions")
+    @classmethod
+    def _check_topic_partitions(cls, value: dict[str, int]) -> dict[str, int]:
+        for topic, count in value.items():
+            if not is_topic_name(topic):
+                raise ValueError(
+                    f"{topic!r} is not a topic name (lowercase letters, digits, '.', '_', '-')"
+                )
+            if not 1 <= count <= 128:  # queue_manager.MAX_PARTITIONS
+                raise ValueError(f"{topic!r}: partitions must be 1 to 128, not {count}")
+        return value
+
+    def partitions_of_topic(self, topic: str) -> int:
+        """How many partitions ``topic`` has: ``topic_partitions[topic]``, else
+        ``topic_partitions_default``."""
+        return self.topic_partitions.get(topic, self.topic_partitions_default)
 
     @field_validator("redis_url")
     @classmethod
@@ -206,6 +232,14 @@ class CommonAppSettings(BaseSettings):
     @field_serializer("redis_url", when_used="json")
     def _redact_url_in_json(self, value: str) -> str:
         return redact_url(value)
+
+    def __hash__(self) -> int:  # frozen, so hashable, also with a dict field
+        return hash(
+            tuple(
+                (name, tuple(sorted(value.items())) if isinstance(value, dict) else value)
+                for name, value in self.__dict__.items()
+            )
+        )
 
     def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():

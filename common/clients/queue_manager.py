@@ -7,6 +7,9 @@ Scheme (``{service}`` is a Redis Cluster hash tag, so all keys of one service sh
     {prefix}:{env}:{service:k}:actions          partition k >= 1 of the action stream
     {prefix}:{env}:{service:k}:dlq              dead letters of partition k
     {prefix}:{env}:{service}:reply:{client}     reply list of one client process
+    {prefix}:{env}:{topic}:topic                topic stream (partition 0)
+    {prefix}:{env}:{topic}:dlq:{group}          a subscriber group's dead letters on it
+    {prefix}:{env}:{topic:k}:topic              partition k >= 1 of a topic (and its dlq:{group})
     {service}-group                             consumer group (not a key)
     {service}-worker-{suffix}-{short uuid}      consumer name (not a key)
 
@@ -17,7 +20,8 @@ Partitions (``stream_partitions`` P > 1): partition ``k`` of a service's action 
 hash tag ``{service:k}`` (partition 0 keeps ``{service}``, so P = 1 names exactly the keys it
 always did), so the partitions spread over a cluster's masters while each partition's own keys
 (stream, dead letters, delay and scheduled sets) still share one slot. Reply keys have no
-partition. :meth:`QueueManager.partition_of` maps a partition key to its partition.
+partition. :meth:`QueueManager.partition_of` maps a partition key to its partition. Topics
+(``topic_partitions``) follow the same rule: partition k of topic T has the hash tag ``{T:k}``.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ _CLIENT = r"[A-Za-z0-9_-]{1,64}"
 MAX_PARTITIONS = 128
 """The most partitions a service's action stream may have (``stream_partitions``)."""
 _PARTITION = r"[1-9][0-9]{0,2}"  # k >= 1 in a key (partition 0 has no suffix)
+_TOPIC_TAG = re.compile(rf"(?P<topic>[a-z0-9._-]+)(?::(?P<partition>{_PARTITION}))?\}}:topic")
 
 
 class KeyKind(StrEnum):
@@ -129,23 +134,50 @@ class QueueManager:
             raise InvalidKeyError(f"invalid client id {client_id!r}")
         return f"{self._service_base(service)}:reply:{client_id}"
 
-    def topic_stream(self, topic: str) -> str:
-        """The stream of a topic (``orders.created``): every subscriber group reads it. Its
-        hash tag is the topic, so each topic's own multi-key steps are legal on a cluster."""
-        return f"{self._topic_base(topic)}:topic"
+    def topic_stream(self, topic: str, partition: int = 0) -> str:
+        """The stream of a topic (``orders.created``), or of its partition ``partition``:
+        every subscriber group reads it. Its hash tag is the topic (``{topic:k}`` for
+        partition k >= 1), so each topic partition's own multi-key steps are legal on a
+        cluster."""
+        return f"{self._topic_base(topic, partition)}:topic"
 
-    def topic_dead_letter_stream(self, topic: str, group: str) -> str:
-        """Where a subscriber group's failures on ``topic`` go (without a ``dlq_topic``)."""
+    def topic_dead_letter_stream(self, topic: str, group: str, partition: int = 0) -> str:
+        """Where a subscriber group's failures on ``topic`` (on its partition ``partition``)
+        go (without a ``dlq_topic``)."""
         if not is_group_id(group):
             raise InvalidKeyError(f"invalid group id {group!r}")
-        return f"{self._topic_base(topic)}:dlq:{group}"
+        return f"{self._topic_base(topic, partition)}:dlq:{group}"
 
-    def _topic_base(self, topic: str) -> str:
+    def topic_partition_streams(self, topic: str, group: str, partitions: int) -> dict[str, str]:
+        """Partitions ``0 .. partitions - 1`` of ``topic``'s stream, each mapped to
+        ``group``'s dead-letter stream on it, in partition order."""
+        return {
+            self.topic_stream(topic, k): self.topic_dead_letter_stream(topic, group, k)
+            for k in range(partitions)
+        }
+
+    def parse_topic_stream(self, key: str | bytes) -> tuple[str, int]:
+        """``(topic, partition)`` of a topic stream's key, or :class:`InvalidKeyError`."""
+        text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+        head = f"{self._base}:{{"
+        match = _TOPIC_TAG.fullmatch(text.removeprefix(head)) if text.startswith(head) else None
+        if match is None or not is_topic_name(match["topic"]):
+            raise InvalidKeyError(f"{text[:200]!r} is not a topic stream of {self._base}")
+        partition = int(match["partition"] or 0)
+        if partition >= MAX_PARTITIONS:
+            raise InvalidKeyError(f"{text[:200]!r} is not a topic stream of {self._base}")
+        return match["topic"], partition
+
+    def _topic_base(self, topic: str, partition: int = 0) -> str:
         if not is_topic_name(topic):
             raise InvalidKeyError(
                 f"invalid topic name {topic!r}: lowercase letters, digits, '.', '_' or '-'"
             )
-        return f"{self._base}:{{{topic}}}"
+        if partition == 0:
+            return f"{self._base}:{{{topic}}}"
+        if not 0 < partition < MAX_PARTITIONS:
+            raise InvalidKeyError(f"partition must be 0 to {MAX_PARTITIONS - 1}, not {partition}")
+        return f"{self._base}:{{{topic}:{partition}}}"
 
     def consumer_group(self, service: str) -> str:
         return f"{self._check_service(service)}-group"

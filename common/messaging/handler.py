@@ -30,6 +30,7 @@ from common.errors import NonRetryableError, RetryLaterError
 from common.messaging.context import ActionContext
 from common.messaging.events import Event, encode_event
 from common.messaging.injection import Call, build_call
+from common.messaging.partitions import event_stream
 from common.models.actions import ErrorDetail
 from common.observability.tracing import current_traceparent
 from common.workers.outcome import Ack, DeadLetter, DeadLetterReason, Fail, Outcome, StreamAdd
@@ -53,7 +54,10 @@ def publish_write(
     key: str | None = None,
 ) -> StreamAdd:
     """The write that publishes ``data`` on ``topic`` (as an :class:`Event` that keeps the
-    trace and correlation ids of ``cause``)."""
+    trace and correlation ids of ``cause``, and its partition ``key`` unless ``key`` is given:
+    so per-key order carries along a chain of partitioned topics)."""
+    if key is None and cause is not None:
+        key = cause.key
     event = Event(
         name=name or topic,
         data=data,
@@ -69,7 +73,8 @@ def publish_write(
             else {}
         ),
     )
-    return StreamAdd(queues.topic_stream(topic), encode_event(event, settings.max_payload_bytes))
+    stream = event_stream(queues, settings, topic, event)
+    return StreamAdd(stream, encode_event(event, settings.max_payload_bytes))
 
 
 def _wants_model(func: Callable[..., Any], schema: type[BaseModel] | None) -> bool:

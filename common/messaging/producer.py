@@ -5,7 +5,8 @@
 acknowledged it (the entry id); it raises when Redis refuses or does not answer within
 ``redis_send_timeout_s`` (then the outcome is unknown and nothing is resent).
 ``publish_event(name, data, topic=None, key=None)`` publishes an event called ``name`` on
-``topic`` (default: the event's name).
+``topic`` (default: the event's name). A partitioned topic (``topic_partitions``) gets each
+event on the partition of its ``key`` (see :mod:`common.messaging.partitions`).
 
 One producer per event loop, on the process's messaging settings
 (:func:`~common.messaging.settings.configure_messaging`); it opens its connection on first use.
@@ -25,6 +26,7 @@ from common.clients.replication import Replication
 from common.config import CommonAppSettings
 from common.errors import ReplicationError, SendTimeoutError
 from common.messaging.events import Event, encode_event
+from common.messaging.partitions import event_stream
 from common.messaging.settings import messaging_settings
 from common.naming import is_topic_name
 from common.observability.hooks import instrument_producer
@@ -60,10 +62,12 @@ class Producer:
                     self._redis = manager.get_client()
         return self._redis
 
-    def _stream(self, topic: str) -> str:
+    def _stream(self, topic: str, event: Event) -> str:
+        """The partition of ``topic`` that ``event`` goes to (by its ``key``, else its
+        ``event_id``: see :mod:`common.messaging.partitions`)."""
         if not isinstance(topic, str) or not is_topic_name(topic):
             raise ValueError(f"invalid topic {topic!r}: lowercase letters, digits, '.', '_' or '-'")
-        return self.queues.topic_stream(topic)
+        return event_stream(self.queues, self.settings, topic, event)
 
     async def send(self, topic: str, message: Any, *, key: str | None = None) -> str:
         """Publish ``message`` on ``topic``; returns the entry id once Redis has it."""
@@ -72,8 +76,8 @@ class Producer:
         )
 
     async def send_event(self, topic: str, event: Event) -> str:
-        """Publish a ready-made ``event`` on ``topic``."""
-        stream = self._stream(topic)
+        """Publish a ready-made ``event`` on ``topic`` (on the partition of its ``key``)."""
+        stream = self._stream(topic, event)
         fields = encode_event(event, self.settings.max_payload_bytes)
         redis = await self._client()
         timeout = self.settings.redis_send_timeout_s

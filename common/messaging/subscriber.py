@@ -1,6 +1,7 @@
 """``TopicSubscriber``: one consumer of a subscription's topics, on the engine of every worker.
 
-It reads all the subscription's topic streams with one XREADGROUP in the subscription's group
+It reads all the subscription's topic streams (every partition of each: see
+:mod:`common.messaging.partitions`) with one XREADGROUP in the subscription's group
 (the same engine as :class:`~common.workers.base_worker.BaseWorker`: reading, the flusher,
 retries in the delay set, leases, reclaim, trimming and dead letters), decodes each entry into
 an :class:`~common.messaging.events.Event`, and runs the handler its route picks with an
@@ -21,10 +22,12 @@ from common.errors import MessageError, PayloadTooLargeError
 from common.messaging.context import ActionContext
 from common.messaging.events import Event, decode_event
 from common.messaging.handler import Handler, publish_write
+from common.messaging.partitions import leftover_candidates, subscriber_streams
 from common.messaging.subscription import Subscription
 from common.models.actions import ErrorDetail
 from common.observability.hooks import instrument_subscriber
 from common.workers.engine import StreamConsumer
+from common.workers.leftovers import streams_with_work
 from common.workers.outcome import Ack, DeadLetter, DeadLetterReason, Delivery, Outcome, Write
 from common.workers.retry import RetryPolicy
 
@@ -53,10 +56,7 @@ class TopicSubscriber(StreamConsumer):
         self.subscription = subscription
         self.queues = QueueManager(settings.queue_prefix, settings.environment)
         group = subscription.group(settings.service_name)
-        streams = {
-            self.queues.topic_stream(t): self.queues.topic_dead_letter_stream(t, group)
-            for t in subscription.topics
-        }
+        streams = subscriber_streams(self.queues, settings, subscription.topics, group)
         (first, first_dead), *more = streams.items()
         super().__init__(
             redis,
@@ -73,6 +73,22 @@ class TopicSubscriber(StreamConsumer):
         self._policies: dict[Handler, RetryPolicy | None] = {}
         self._run_handler = Handler.run  # Handler.run, unless instrumented (decided here)
         instrument_subscriber(self)
+
+    async def initialize(self) -> None:
+        """Create the group on every partition of the topics; partitions beyond a topic's
+        count that still hold work for the group (a larger count left them) are read too."""
+        settings, topics = self.settings, self.subscription.topics
+        candidates = leftover_candidates(self.queues, settings, topics, self.group)
+        leftovers = await streams_with_work(self.redis, self.group, candidates)
+        if leftovers:
+            self.log.warning(
+                "also consuming %d topic partitions beyond topic_partitions that still hold "
+                "work (left by a larger value): %s",
+                len(leftovers),
+                ", ".join(leftovers),
+            )
+            self._add_streams(leftovers)
+        await super().initialize()
 
     async def _process_delivery(self, delivery: Delivery) -> Outcome:
         try:

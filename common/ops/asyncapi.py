@@ -121,6 +121,17 @@ def _servers(settings: CommonAppSettings) -> dict[str, Any]:
     }
 
 
+def _topic_title(settings: CommonAppSettings, topic: str) -> str:
+    """A topic channel's description (its address is partition 0's stream)."""
+    partitions = settings.partitions_of_topic(topic)
+    if partitions <= 1:
+        return f"Topic {topic}"
+    return (
+        f"Topic {topic}, {partitions} partitions by the event's key (partition k >= 1: hash "
+        f"tag {{{topic}:k}})"
+    )
+
+
 def asyncapi_document(
     subscriptions: Sequence[Subscription],
     settings: CommonAppSettings,
@@ -134,7 +145,9 @@ def asyncapi_document(
     for sub in subscriptions:
         info = describe(sub, settings)
         for topic in sub.topics:
-            channel = doc.channel(_key(topic), queues.topic_stream(topic), f"Topic {topic}")
+            channel = doc.channel(
+                _key(topic), queues.topic_stream(topic), _topic_title(settings, topic)
+            )
             refs = []
             outputs: dict[str, list[dict[str, str]]] = {}
             for event, handler in handlers_of(sub):
@@ -143,7 +156,9 @@ def asyncapi_document(
                 refs.append(doc.message(channel, name, payload, event or topic))
                 if handler.output_topic is not None:
                     out = handler.output_topic
-                    out_channel = doc.channel(_key(out), queues.topic_stream(out), f"Topic {out}")
+                    out_channel = doc.channel(
+                        _key(out), queues.topic_stream(out), _topic_title(settings, out)
+                    )
                     out_payload = doc.schema(handler.output_schema)
                     outputs.setdefault(out_channel, []).append(
                         doc.message(out_channel, out, out_payload, out)

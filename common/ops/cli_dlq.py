@@ -3,10 +3,11 @@ subscriber group's.
 
 ``NAME`` is a service (its ``...:{service}:dlq``, and with partitions each partition's
 ``...:{service:k}:dlq``, where record ``k:<id>`` is ``<id>`` of partition k) or a topic; a
-topic's dead letters are per subscriber group (``...:{topic}:dlq:<group>``): ``--group`` names
-the group (needed when the topic has several). Replaying a topic's dead letters re-publishes
-the events on the topic, which every group reads: with other groups on the topic, replay asks
-first unless ``--yes``.
+topic's dead letters are per subscriber group (``...:{topic}:dlq:<group>``, and with
+partitions each partition's ``...:{topic:k}:dlq:<group>``, named ``k:<id>`` likewise):
+``--group`` names the group (needed when the topic has several). Replaying a topic's dead
+letters re-publishes the events on the topic (each on its record's partition), which every
+group reads: with other groups on the topic, replay asks first unless ``--yes``.
 """
 
 from __future__ import annotations

@@ -30,13 +30,9 @@ def _num(value: int | None) -> str:
     return "?" if value is None else str(value)
 
 
-def _partition(status: StreamStatus) -> str:
-    return str(status.partition) if status.kind == "actions" else "-"
-
-
 def status_view(statuses: Sequence[StreamStatus]) -> Group:
     """One table of streams and their groups, then one of consumers (with a ``partition``
-    column when a service has partitions: one row per partition)."""
+    column when a service or a topic has partitions: one row per partition)."""
     partitioned = any(s.partition for s in statuses)
     lead = ["service", "partition"] if partitioned else ["service"]
     streams = Table(title="Streams", title_justify="left")
@@ -51,7 +47,7 @@ def status_view(statuses: Sequence[StreamStatus]) -> Group:
         consumers.add_column(column, justify="right" if right else "left")
     for status in statuses:
         dead = Text(str(status.dead_letters), style="bold red" if status.dead_letters else "")
-        where = [status.name, _partition(status)] if partitioned else [status.name]
+        where = [status.name, str(status.partition)] if partitioned else [status.name]
         if not status.groups:
             streams.add_row(
                 *where, str(status.length), "(none)", "-", "-", "-", "-",

@@ -1,7 +1,7 @@
 """Stream status: length, per-group lag and pending work, consumers, dead letters, delays.
 
-One :class:`StreamStatus` per stream (each partition of a service is a stream of its own, with
-its ``partition``), read in two pipelined round trips (the stream, then its
+One :class:`StreamStatus` per stream (each partition of a service or a topic is a stream of
+its own, with its ``partition``), read in two pipelined round trips (the stream, then its
 groups); plain data, JSON-ready by :meth:`StreamStatus.as_dict`, shown by ``common status``.
 """
 
@@ -59,7 +59,7 @@ class StreamStatus:
     dead_letters: int
     scheduled: int  # delayed sends waiting to be put on the stream
     groups: list[GroupStatus] = field(default_factory=list)
-    partition: int = 0  # a service's partition (``stream_partitions``); 0 for topics
+    partition: int = 0  # the partition (``stream_partitions``, ``topic_partitions``)
 
     @property
     def pending(self) -> int:

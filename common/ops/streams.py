@@ -42,7 +42,7 @@ class StreamRef:
     """A stream operations look at: ``kind`` (``actions`` or ``topic``), ``name`` (the service
     or topic), the stream, its dead-letter stream, and the field a replayed dead letter is
     written to (``""``: the record's ``original`` is a JSON object of the entry's fields).
-    ``partition`` is the partition of a service's action stream (0 for the first, and topics).
+    ``partition`` is the partition of a service's action stream or of a topic (0: the first).
 
     A topic has one dead-letter stream per subscriber group: ``dead_letter_prefix`` + group
     (:meth:`group_dead_letter_stream`); a topic's ref for one group's dead letters has
@@ -155,7 +155,11 @@ def _partition_of(queues: QueueManager, stream: str) -> int:
     try:
         return queues.parse(stream).partition
     except InvalidKeyError:
-        return 0  # a topic
+        pass
+    try:
+        return queues.parse_topic_stream(stream)[1]  # a topic's partition
+    except InvalidKeyError:
+        return 0
 
 
 def pool_stream_refs(pool: Any) -> list[StreamRef]:

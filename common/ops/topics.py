@@ -1,9 +1,13 @@
 """Topics as operations see them: ``<prefix>:<env>:{<topic>}:topic`` and its subscriber groups.
 
 A topic stream is read by every subscriber group (one per declarative worker), each with its
-own dead-letter stream ``<prefix>:<env>:{<topic>}:dlq:<group>``. :func:`topic_streams` is the
+own dead-letter stream ``<prefix>:<env>:{<topic>}:dlq:<group>``. A partitioned topic
+(``topic_partitions``) has one such stream per partition k, ``{<topic>:k}`` for k >= 1, each
+with its groups' dead letters beside it: one :class:`StreamRef` per partition, found by
+``SCAN`` (operations need not know the partition count). :func:`topic_streams` is the
 stream source (:func:`~common.ops.streams.add_stream_source`) that makes ``status`` report
-topics; :func:`find_dead_letter_refs` says which dead-letter streams a ``dlq`` command acts on.
+topics; :func:`find_dead_letter_refs` says which dead-letter streams a ``dlq`` command acts on
+(a group's on every partition; a record of partition k >= 1 is named ``k:<id>``).
 
 Replaying a topic's dead letter re-publishes the original event on the topic stream, and a
 topic stream has no way to address one group: every group reads it again (see
@@ -41,48 +45,61 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def topic_ref(queues: QueueManager, topic: str) -> StreamRef:
-    """The :class:`StreamRef` of ``topic``'s stream (its groups' dead letters: by prefix)."""
+def topic_ref(queues: QueueManager, topic: str, partition: int = 0) -> StreamRef:
+    """The :class:`StreamRef` of ``topic``'s stream, or of its partition ``partition`` (its
+    groups' dead letters: by prefix)."""
     try:
-        stream = queues.topic_stream(topic)
+        stream = queues.topic_stream(topic, partition)
     except InvalidKeyError as exc:
         raise OpsError(str(exc)) from None
     prefix = stream.removesuffix(":topic") + ":dlq:"
-    return StreamRef(TOPIC, topic, stream, "", payload_field="", dead_letter_prefix=prefix)
+    return StreamRef(
+        TOPIC,
+        topic,
+        stream,
+        "",
+        payload_field="",
+        dead_letter_prefix=prefix,
+        partition=partition,
+    )
 
 
-def topic_group_ref(queues: QueueManager, topic: str, group: str) -> StreamRef:
-    """The :class:`StreamRef` of one subscriber group's dead letters on ``topic``."""
+def topic_group_ref(queues: QueueManager, topic: str, group: str, partition: int = 0) -> StreamRef:
+    """The :class:`StreamRef` of one subscriber group's dead letters on ``topic`` (on its
+    partition ``partition``)."""
     if not is_group_id(group):
         raise OpsError(f"invalid group id {group!r}")
-    ref = topic_ref(queues, topic)
+    ref = topic_ref(queues, topic, partition)
     return StreamRef(
         TOPIC,
         topic,
         ref.stream,
-        queues.topic_dead_letter_stream(topic, group),
+        queues.topic_dead_letter_stream(topic, group, partition),
         payload_field="",
         dead_letter_prefix=ref.dead_letter_prefix,
         group=group,
+        partition=partition,
     )
 
 
 async def topic_streams(
     redis: aioredis.Redis, queues: QueueManager, topic: str | None = None
 ) -> list[StreamRef]:
-    """Topic streams: all (by ``SCAN``), or ``topic``'s if it exists."""
-    if topic is not None:
-        if not is_topic_name(topic):
-            return []
-        ref = topic_ref(queues, topic)
-        return [ref] if await redis.exists(ref.stream) else []
+    """Topic streams, one ref per partition, by ``SCAN``: all, or ``topic``'s (those that
+    exist); by topic, then partition."""
+    if topic is not None and not is_topic_name(topic):
+        return []
+    # '{orders*}' matches '{orders}' and '{orders:k}' (and '{orders.x}', left out below).
     head = f"{queues.prefix}:{queues.environment}:{{"
-    found: set[str] = set()
-    async for key in redis.scan_iter(match=f"{head}*}}:topic", count=1000):
-        name = _text(key).removeprefix(head).removesuffix("}:topic")
-        if is_topic_name(name):
-            found.add(name)
-    return [topic_ref(queues, name) for name in sorted(found)]
+    found: set[tuple[str, int]] = set()
+    async for key in redis.scan_iter(match=f"{head}{topic or ''}*}}:topic", count=1000):
+        try:
+            name, partition = queues.parse_topic_stream(_text(key))
+        except InvalidKeyError:
+            continue
+        if topic in (None, name):
+            found.add((name, partition))
+    return [topic_ref(queues, name, k) for name, k in sorted(found)]
 
 
 async def group_names(redis: aioredis.Redis, stream: str) -> list[str]:
@@ -117,17 +134,20 @@ async def find_dead_letter_refs(
 ) -> list[StreamRef]:
     """The dead letters a ``dlq`` command acts on.
 
-    With ``group``: that subscriber group's on topic ``name``. Without: service ``name``'s, one
-    ref per partition (a service's action stream comes first when a service and a topic share
-    the name), else topic ``name``'s only group's; a topic with several groups needs
-    ``group``."""
+    With ``group``: that subscriber group's on topic ``name``, one ref per partition. Without:
+    service ``name``'s, one ref per partition (a service's action stream comes first when a
+    service and a topic share the name), else topic ``name``'s only group's; a topic with
+    several groups needs ``group``."""
     if group is not None:
         if not is_topic_name(name):
             raise UnknownStreamError(f"{name!r} is not a topic name")
-        ref = topic_group_ref(queues, name, group)
-        if not await redis.exists(ref.stream, ref.dead_letter_stream):
-            raise UnknownStreamError(f"unknown topic {name!r}: no stream {ref.stream} in Redis")
-        return [ref]
+        if not is_group_id(group):
+            raise OpsError(f"invalid group id {group!r}")
+        refs = await _group_refs(redis, queues, name, group)
+        if not refs:
+            stream = _topic_stream(queues, name)
+            raise UnknownStreamError(f"unknown topic {name!r}: no stream {stream} in Redis")
+        return refs
     refs = await streams_to_report(redis, queues, name)
     actions = [ref for ref in refs if ref.kind == ACTIONS]
     if actions:
@@ -140,11 +160,22 @@ async def find_dead_letter_refs(
         raise UnknownStreamError(
             f"unknown service {name!r}: no stream {where} in Redis (nor a topic of that name)"
         )
-    groups = await group_names(redis, topics[0].stream)
+    groups = sorted({g for ref in topics for g in await group_names(redis, ref.stream)})
     if len(groups) != 1:
         which = f"groups {', '.join(groups)}" if groups else "no subscriber groups"
         raise OpsError(f"topic {name!r} has {which}: name one with --group")
-    return [topic_group_ref(queues, name, groups[0])]
+    return [topic_group_ref(queues, name, groups[0], ref.partition) for ref in topics]
+
+
+async def _group_refs(
+    redis: aioredis.Redis, queues: QueueManager, topic: str, group: str
+) -> list[StreamRef]:
+    """``group``'s dead-letter refs on each partition of ``topic`` (a topic whose stream is
+    gone but whose partition 0 still holds the group's dead letters: that one)."""
+    partitions = [ref.partition for ref in await topic_streams(redis, queues, topic)]
+    if not partitions and await redis.exists(queues.topic_dead_letter_stream(topic, group)):
+        partitions = [0]
+    return [topic_group_ref(queues, topic, group, k) for k in partitions]
 
 
 add_stream_source(topic_streams)

@@ -240,11 +240,16 @@ class MessagingTestClient:
         return list(self._recorder.dead.get(subscription_of(target), []))
 
     def events(self, topic: str) -> list[Event]:
-        """Every event on ``topic`` now (what was published there, by anyone), oldest first."""
-        entries = cast(
-            "list[tuple[bytes, dict[bytes, bytes]]]",
-            self._sync_reader().xrange(self.queues.topic_stream(topic)),
-        )
+        """Every event on ``topic`` now (what was published there, by anyone), oldest first
+        (over all its partitions, by entry id)."""
+        reader = self._sync_reader()
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+        for k in range(self.settings.partitions_of_topic(topic)):
+            entries += cast(
+                "list[tuple[bytes, dict[bytes, bytes]]]",
+                reader.xrange(self.queues.topic_stream(topic, k)),
+            )
+        entries.sort(key=lambda entry: _entry_order(entry[0]))
         return [decode_event(fields, self.settings.max_payload_bytes) for _, fields in entries]
 
     def published(self, topic: str) -> list[Any]:
@@ -314,3 +319,8 @@ class MessagingTestClient:
             else:
                 self._reader = sync_redis.Redis.from_url(url)
         return self._reader
+
+
+def _entry_order(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)

@@ -15,7 +15,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common.clients.base_redis_client import BaseRedisClient
 from common.clients.queue_manager import MAX_PARTITIONS, QueueManager
-from common.clients.scheduled import scheduled_key
 from common.config import CommonAppSettings
 from common.errors import (
     InvalidKeyError,
@@ -29,8 +28,8 @@ from common.errors import (
 from common.models.actions import DomainAction, DomainActionResponse, ErrorDetail
 from common.models.codec import ACTION_FIELD_BYTES, decode_action
 from common.observability.hooks import instrument_worker
-from common.workers.delays import delay_set_key
 from common.workers.engine import StreamConsumer
+from common.workers.leftovers import streams_with_work
 from common.workers.outcome import Ack, DeadLetter, DeadLetterReason, Delivery, Fail, Outcome, Write
 from common.workers.replies import ReplyBuilder, check_result, to_response
 from common.workers.resources import Resources
@@ -150,20 +149,14 @@ class BaseWorker(StreamConsumer, ABC):
     async def _leftover_partitions(self) -> dict[str, str]:
         """Partition streams ``stream_partitions .. MAX_PARTITIONS - 1`` of this service that
         still hold work: what a larger ``stream_partitions`` left behind (see the README's
-        "Scaling out"). One pipelined EXISTS each; only the few that exist are looked into."""
+        "Scaling out")."""
         qm = self.queue_manager
         first = self.settings.stream_partitions
-        candidates = [qm.action_stream(self.service_name, k) for k in range(first, MAX_PARTITIONS)]
-        if not candidates:
-            return {}
-        pipe = self.redis.pipeline(transaction=False)
-        for stream in candidates:
-            pipe.exists(stream)
-        found = await pipe.execute()
-        leftovers = {}
-        for k, stream, exists in zip(range(first, MAX_PARTITIONS), candidates, found, strict=True):
-            if exists and await self._holds_work(stream):
-                leftovers[stream] = qm.dead_letter_stream(self.service_name, k)
+        candidates = {
+            qm.action_stream(self.service_name, k): qm.dead_letter_stream(self.service_name, k)
+            for k in range(first, MAX_PARTITIONS)
+        }
+        leftovers = await streams_with_work(self.redis, self.consumer_group_name, candidates)
         if leftovers:
             self.log.warning(
                 "also consuming %d partitions beyond stream_partitions=%d that still hold "
@@ -173,34 +166,6 @@ class BaseWorker(StreamConsumer, ABC):
                 ", ".join(leftovers),
             )
         return leftovers
-
-    async def _holds_work(self, stream: str) -> bool:
-        """Whether ``stream`` has entries this group has not read or not ACKed, retries
-        waiting in its delay set, or scheduled sends."""
-        group = self.consumer_group_name
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.xinfo_groups(stream)
-        pipe.xlen(stream)
-        pipe.zcard(delay_set_key(stream, group))
-        pipe.zcard(scheduled_key(stream))
-        groups, length, delayed, scheduled = await pipe.execute()
-        if delayed or scheduled:
-            return True
-        for info in groups:
-            name = info.get("name")
-            if (name.decode() if isinstance(name, bytes) else name) == group:
-                lag = info.get("lag")
-                return bool(info.get("pending")) or lag is None or lag > 0
-        return bool(length)  # written by a sender before any worker made the group
-
-    def _add_streams(self, streams: dict[str, str]) -> None:
-        """Read ``streams`` (stream -> dead-letter stream) too, from the next read on."""
-        new = {s: d for s, d in streams.items() if s not in self.streams}
-        if not new:
-            return
-        self.streams.update(new)
-        self.outbox.more_streams.update(new)
-        self._slot_groups = None  # regrouped by slot at the next read
 
     async def _initialize_components(self) -> None:
         """Override to set up what handlers need (clients, caches); runs in initialize()."""

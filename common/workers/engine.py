@@ -116,6 +116,16 @@ class StreamConsumer(StreamReading, Settlement, ABC):
         await self._ensure_group()
         self._initialized = True
 
+    def _add_streams(self, streams: Mapping[str, str]) -> None:
+        """Read ``streams`` (stream -> dead-letter stream) too, from the next read on (before
+        :meth:`run`: their reclaim loops start with the others)."""
+        new = {s: d for s, d in streams.items() if s not in self.streams}
+        if not new:
+            return
+        self.streams.update(new)
+        self.outbox.more_streams.update(new)
+        self._slot_groups = None  # regrouped by slot at the next read
+
     def stream_of(self, delivery: Delivery) -> str:
         """The stream ``delivery`` was read from."""
         return delivery.stream or self.stream

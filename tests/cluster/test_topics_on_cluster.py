@@ -1,6 +1,7 @@
-"""Topic streams on a 3-master Redis Cluster: every key of one topic and subscriber group (the
-stream, the group's dead letters, its delay set, scheduled sends) is on one slot, and a
-declarative round trip with retries, a dead letter and its replay works there."""
+"""Topic streams on a 3-master Redis Cluster: every key of one topic (partition) and subscriber
+group (the stream, the group's dead letters, its delay set, scheduled sends) is on one slot, and
+a declarative round trip with retries, a dead letter and its replay works there; a partitioned
+topic's partitions spread over the masters (tests/ops/test_partitioned_topics.py, re-run)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,15 @@ from common.messaging.producer import Producer
 from common.workers.delays import delay_set_key
 from tests.helpers import wait_for
 from tests.ops.conftest import Invoke
+from tests.ops.test_partitioned_topics import (
+    test_a_partitioned_topic_two_groups_order_dead_letters_replay_and_status,
+    test_a_smaller_partition_count_drains_what_the_larger_partitions_hold,
+)
+
+__all__ = [
+    "test_a_partitioned_topic_two_groups_order_dead_letters_replay_and_status",
+    "test_a_smaller_partition_count_drains_what_the_larger_partitions_hold",
+]
 
 
 async def test_a_topic_round_trip_with_retries_a_dead_letter_and_its_replay(
