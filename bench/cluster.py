@@ -1,9 +1,12 @@
 """Cluster scenario: drain and end-to-end throughput on a local 3-master Redis Cluster with
 ``stream_partitions`` P = 1 and P = 6, beside standalone Redis in the same run (ratio).
 
-On a small machine the client's Python is the limit, so the target is parity: cluster P = 6
-at least 0.85 of standalone. ``python -m bench.cluster [--n 20000] [--runs 3] [--workers 2]``
-runs it alone; the suite runs it as its ``cluster`` scenario (``--only cluster``).
+The workers run as ``python -m common run ... --processes 2`` (one worker each), as a service
+scales out on one machine (``--processes 0 --workers N``: N workers in the benchmark's own
+process). On a small machine the client's Python is the limit, so the target is parity:
+cluster P = 6 at least 0.85 of standalone. ``python -m bench.cluster [--n 20000] [--runs 3]
+[--processes 2]`` runs it alone; the suite runs it as its ``cluster`` scenario
+(``--only cluster``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
+from bench.processes import processes_drain, processes_end_to_end
 from bench.report import Row
 from bench.workload import (
     SERVICE,
@@ -86,8 +90,11 @@ async def measure(
     runs: int,
     workers: int,
     log: Callable[[str], None] = print,
+    processes: int = 0,
 ) -> dict[str, float]:
-    """Median msg/s of each (scenario, deployment); runs alternate between deployments."""
+    """Median msg/s of each (scenario, deployment); runs alternate between deployments.
+    ``processes`` > 0: the workers run as ``run --processes`` (one worker each) instead of
+    ``workers`` in this process."""
     targets = {
         "standalone": (standalone_url, 1),
         "cluster_p1": (cluster_url, 1),
@@ -99,29 +106,38 @@ async def measure(
         for name, (url, p) in targets.items():
             for kind in ("drain", "e2e"):
                 actions = make_actions(n)
-                value = (
-                    await drain(url, entries, workers, p)
-                    if kind == "drain"
-                    else await end_to_end(url, actions, workers, p)
-                )
+                if processes and kind == "drain":
+                    value = await processes_drain(url, new_prefix(), entries, processes, p)
+                elif processes:
+                    value = await processes_end_to_end(url, new_prefix(), actions, processes, p)
+                elif kind == "drain":
+                    value = await drain(url, entries, workers, p)
+                else:
+                    value = await end_to_end(url, actions, workers, p)
                 results.setdefault(f"{kind}_{name}", []).append(value)
                 log(f"  run {run + 1}/{runs} {kind} {name}: {value:,.0f} msg/s")
     return {key: median(values) for key, values in results.items()}
 
 
 async def rows(
-    standalone_url: str, n: int, runs: int, workers: int, log: Callable[[str], None]
+    standalone_url: str,
+    n: int,
+    runs: int,
+    workers: int,
+    log: Callable[[str], None],
+    processes: int = 2,
 ) -> list[Row]:
     """The suite's ``cluster`` scenario: starts its own local cluster for the measure."""
     with RedisCluster(masters=3) as cluster:
-        m = await measure(standalone_url, cluster.url, n, runs, workers, log)
+        m = await measure(standalone_url, cluster.url, n, runs, workers, log, processes)
+    who = f"{processes} worker processes" if processes else f"{workers} workers"
     out = []
     for kind in ("drain", "e2e"):
         for p in (1, 6):
             out.append(
                 Row(
                     f"cluster_{kind}_p{p}",
-                    f"{kind}, 3-master cluster, P = {p}, {workers} workers (vs standalone)",
+                    f"{kind}, 3-master cluster, P = {p}, {who} (vs standalone)",
                     "msg/s",
                     m[f"{kind}_cluster_p{p}"],
                     m[f"{kind}_standalone"],
@@ -136,13 +152,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="in this process")
+    parser.add_argument(
+        "--processes", type=int, default=2, help="run --processes N (0: --workers here)"
+    )
     args = parser.parse_args()
     from common.testing import RedisServer
 
     async def go() -> None:
         with RedisServer() as server, RedisCluster(masters=3) as cluster:
-            m = await measure(server.url, cluster.url, args.n, args.runs, args.workers)
+            m = await measure(
+                server.url, cluster.url, args.n, args.runs, args.workers, print, args.processes
+            )
         for kind in ("drain", "e2e"):
             base = m[f"{kind}_standalone"]
             print(f"{kind}: standalone {base:,.0f} msg/s", end="")

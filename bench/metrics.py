@@ -17,21 +17,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
-import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
-
+from bench.processes import processes_drain
 from bench.report import Row
 from bench.workload import (
-    SERVICE,
     NoopWorker,
     action_stream,
     encode_entries,
@@ -39,18 +33,16 @@ from bench.workload import (
     median,
     new_prefix,
     preload,
-    raw_client,
     settings_for,
     wait_until,
 )
-from common import QueueManager, RedisManager, WorkerPool
-from common.models.codec import ACTION_FIELD
+from common import RedisManager, WorkerPool
 from common.ops.metrics import disable_detailed, enable_detailed, metrics_registry, render
 
 if TYPE_CHECKING:
     from bench.suite import Suite
 
-__all__ = ["drain", "processes_drain", "scenario_metrics", "scenario_processes"]
+__all__ = ["drain", "scenario_metrics", "scenario_processes"]
 
 ROOT = Path(__file__).resolve().parent.parent
 METRICS_TARGET = 0.90
@@ -117,77 +109,6 @@ async def scenario_metrics(suite: Suite) -> list[Row]:
             detail={"runs": r},
         )
     ]
-
-
-async def _wait_for_readers(
-    redis: aioredis.Redis, count: int, proc: asyncio.subprocess.Process
-) -> None:
-    """Until ``count`` clients wait in XREADGROUP (a blocked read makes no consumer yet)."""
-    deadline = time.monotonic() + 120
-    while True:
-        blocked = [c for c in await redis.client_list() if c.get("cmd") == "xreadgroup"]
-        if len(blocked) >= count:
-            return
-        if proc.returncode is not None:
-            raise RuntimeError(f"the run process exited with {proc.returncode} before reading")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{count} readers did not start within 120 s")
-        await asyncio.sleep(0.05)
-
-
-async def _drained(redis: aioredis.Redis, stream: str, group: str, last_id: bytes) -> bool:
-    for info in await redis.xinfo_groups(stream):
-        if info["name"] in (group, group.encode()):
-            last = info["last-delivered-id"]
-            last = last if isinstance(last, bytes) else str(last).encode()
-            return last == last_id and int(info["pending"]) == 0
-    return False
-
-
-async def processes_drain(url: str, prefix: str, entries: Sequence[bytes], processes: int) -> float:
-    """Entries/s of ``run --processes P --workers 1`` draining ``entries`` (+1 to wake them)."""
-    queues = QueueManager(prefix, "dev")
-    stream, group = action_stream(prefix), queues.consumer_group(SERVICE)
-    redis = raw_client(url)
-    field = ACTION_FIELD.encode()
-    env = {
-        **os.environ,
-        "REDIS_URL": url,
-        "QUEUE_PREFIX": prefix,
-        "SERVICE_NAME": SERVICE,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    command = [sys.executable, "-m", "common", "run", TARGET, "--workers", "1"]
-    command += ["--processes", str(processes), "--log-level", "WARNING"]
-    with tempfile.TemporaryFile() as log:
-        try:
-            await preload(redis, stream, entries)
-            await redis.xgroup_create(stream, group, id="$")  # the backlog is hidden
-            proc = await asyncio.create_subprocess_exec(
-                *command, cwd=ROOT, env=env, stdout=log, stderr=log
-            )
-            try:
-                await _wait_for_readers(redis, processes, proc)
-                start = time.perf_counter()
-                await redis.xgroup_setid(stream, group, "0", entries_read=0)
-                [wake] = encode_entries(make_actions(1))
-                last_id = await redis.xadd(stream, {field: wake})
-                while True:
-                    if await _drained(redis, stream, group, last_id):
-                        break
-                    await asyncio.sleep(0.005)
-                elapsed = time.perf_counter() - start
-            finally:
-                if proc.returncode is None:
-                    proc.send_signal(signal.SIGTERM)
-                code = await asyncio.wait_for(proc.wait(), 60)
-            if code != 0:
-                log.seek(0)
-                tail = log.read()[-2000:].decode(errors="replace")
-                raise RuntimeError(f"run --processes {processes} exited with {code}: {tail}")
-        finally:
-            await redis.aclose()
-    return (len(entries) + 1) / elapsed
 
 
 async def scenario_processes(suite: Suite) -> list[Row]:

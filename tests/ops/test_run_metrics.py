@@ -148,14 +148,18 @@ async def test_one_process_serves_its_own_metrics(
         assert run.seen(f"serving metrics on http://127.0.0.1:{port}/metrics")
         await _send_workload(client)
 
+        key = _key(service="calc", stream=stream)
+        count = _key(service="calc", type="calc.fail")
+
         async def counted() -> Samples | None:
+            # The failing actions' second attempts may come after the 20 handled ones.
             values = await _scrape(port)
-            key = _key(service="calc", stream=stream)
             done = values and values.get(("common_actions_handled_total", key)) == 20
-            return values if done else None
+            dead = _key(service="calc", stream=stream, reason="max_retries")
+            failed = values and values.get(("common_actions_dead_lettered_total", dead))
+            return values if done and failed == 3 else None
 
         values = await wait_for(counted, timeout=30, interval=0.2)
-        count = _key(service="calc", type="calc.fail")
         assert values[("common_handler_duration_seconds_count", count)] == 6
         assert values[("common_workers_running", _key(service="calc"))] == 1
         async with httpx.AsyncClient(timeout=5) as http:
