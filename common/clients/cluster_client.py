@@ -9,7 +9,8 @@ needs more); the others wait for one to finish, up to :attr:`connection_wait_s`,
 with a (transient) ``MaxConnectionsError`` that names the setting.
 
 It also finds the keys of ``XREADGROUP`` and ``XREAD`` itself: redis-py asks the server
-(``COMMAND GETKEYS``, one more round trip) for every command whose keys move, as a read's do.
+(``COMMAND GETKEYS``, one more round trip) for every command whose keys move, as a read's do;
+and the key of the hot single-key commands (XADD, XACK, ...) without redis-py's table walk.
 
 A command that redis-py issues while one of ours is in flight (a pipeline re-sending a
 redirected command, a command run on several nodes) belongs to that one and does not wait.
@@ -78,6 +79,8 @@ class WaitingRedisCluster(RedisCluster):
         return await self._bounded(super().execute_command, *args, **kwargs)
 
     async def _determine_slot(self, command: str, *args: Any) -> int:
+        if command in _FIRST_KEY and args:  # the hot commands: one key, the first argument
+            return int(self.keyslot(args[0]))
         keys = stream_read_keys(command, args)
         if keys is None:
             slot: int = await super()._determine_slot(command, *args)
@@ -97,6 +100,15 @@ class WaitingRedisCluster(RedisCluster):
         return _WaitingPipeline(self, transaction)  # type: ignore[abstract]
 
 
+# Commands of one key, their first argument, as redis-py spells them (its parser agrees; this
+# only skips its per-command table walk, which a pipeline of sends pays on every XADD).
+_FIRST_KEY = frozenset(
+    {
+        *("XADD", "XACK", "XCLAIM", "XAUTOCLAIM", "XPENDING", "XLEN", "XTRIM", "XDEL"),
+        *("XRANGE", "XREVRANGE", "RPUSH", "EXPIRE"),
+        *("ZADD", "ZREM", "ZCARD", "ZRANGE", "ZRANGEBYSCORE", "ZSCORE"),
+    }
+)
 _READS = {"XREADGROUP": 3, "XREAD": 0}  # the read command: where its options start
 _OPTIONS = {"COUNT": 2, "BLOCK": 2, "NOACK": 1}  # an option: how many arguments it takes
 

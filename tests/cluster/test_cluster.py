@@ -194,3 +194,36 @@ async def test_reads_do_not_ask_the_server_for_their_keys(
         await wait_for(lambda: _Counting.handled == 20)
     await client.close()
     assert await getkeys_calls() == before
+
+
+async def test_the_hot_commands_slot_is_redis_pys_own(redis: aioredis.Redis) -> None:
+    """The client takes the first argument as the key of the hot commands (see
+    ``_FIRST_KEY``): redis-py's parser, from the server's command table, agrees for each."""
+    from common.clients.cluster_client import _FIRST_KEY
+
+    samples: dict[str, tuple[Any, ...]] = {
+        "XADD": ("{a}s", "*", "f", "v"),
+        "XACK": ("{b}s", "g", "1-0"),
+        "XCLAIM": ("{c}s", "g", "c", 10, "1-0"),
+        "XAUTOCLAIM": ("{d}s", "g", "c", 10, "0-0"),
+        "XPENDING": ("{e}s", "g", "-", "+", 10),
+        "XLEN": ("{f}s",),
+        "XTRIM": ("{g}s", "MAXLEN", "~", 10),
+        "XDEL": ("{h}s", "1-0"),
+        "XRANGE": ("{i}s", "-", "+"),
+        "XREVRANGE": ("{j}s", "+", "-"),
+        "RPUSH": ("{k}l", "v"),
+        "EXPIRE": ("{l}l", 10),
+        "ZADD": ("{m}z", 1, "v"),
+        "ZREM": ("{n}z", "v"),
+        "ZCARD": ("{o}z",),
+        "ZRANGE": ("{p}z", 0, -1),
+        "ZRANGEBYSCORE": ("{q}z", 0, 1),
+        "ZSCORE": ("{r}z", "v"),
+    }
+    assert set(samples) == set(_FIRST_KEY)
+    cluster: Any = redis
+    for command, args in samples.items():
+        ours = await cluster._determine_slot(command, *args)
+        theirs = await RedisCluster._determine_slot(cluster, command, *args)
+        assert ours == theirs == cluster.keyslot(args[0]), command
