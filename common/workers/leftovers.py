@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import redis.asyncio as aioredis
 
+from common.clients.redis_manager import is_cluster
 from common.clients.scheduled import scheduled_key
 from common.workers.delays import delay_set_key
 
@@ -42,8 +43,11 @@ async def streams_with_work(
     redis: aioredis.Redis, group: str, candidates: Mapping[str, str]
 ) -> dict[str, str]:
     """Those of ``candidates`` (stream -> its dead-letter stream) that exist and hold work
-    for ``group``. One pipelined EXISTS each; only the few that exist are looked into."""
+    for ``group``. On one server, one EXISTS of them all (the usual answer: none); else, or
+    when some exist, one pipelined EXISTS each, and only the few that exist are looked into."""
     if not candidates:
+        return {}
+    if not is_cluster(redis) and not await redis.exists(*candidates):
         return {}
     pipe = redis.pipeline(transaction=False)
     for stream in candidates:
