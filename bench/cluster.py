@@ -25,12 +25,12 @@ from bench.workload import (
     make_actions,
     median,
     new_prefix,
+    preload_partitions,
     settings_for,
     wait_until,
 )
 from common import BaseRedisClient, DomainAction, RedisManager, WorkerPool
 from common.clients.queue_manager import QueueManager
-from common.models.codec import ACTION_FIELD
 from common.testing import RedisCluster
 
 __all__ = ["measure", "rows"]
@@ -47,14 +47,9 @@ async def drain(url: str, entries: Sequence[bytes], workers: int, partitions: in
     prefix = new_prefix()
     settings = settings_for(url, prefix, stream_partitions=partitions)
     streams = list(QueueManager(prefix, "dev").partition_streams(SERVICE, partitions))
-    field = ACTION_FIELD.encode()
     async with RedisManager(settings) as manager:
         redis = manager.get_client()
-        for start in range(0, len(entries), 500):
-            pipe = redis.pipeline(transaction=False)
-            for i, raw in enumerate(entries[start : start + 500], start):
-                pipe.xadd(streams[i % partitions], {field: raw})
-            await pipe.execute()
+        await preload_partitions(redis, streams, entries)
         pool = WorkerPool(NoopWorker, settings, redis, num_workers=workers)
         begin = time.perf_counter()
         await pool.start()

@@ -24,7 +24,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bench.workload import SERVICE, encode_entries, make_actions, settings_for
+from bench.workload import (
+    SERVICE,
+    encode_entries,
+    make_actions,
+    preload_partitions,
+    settings_for,
+)
 from common import BaseRedisClient, DomainAction, QueueManager, RedisManager
 from common.clients.redis_manager import is_cluster
 from common.models.codec import ACTION_FIELD
@@ -147,11 +153,7 @@ async def processes_drain(
     field = ACTION_FIELD.encode()
     async with RedisManager(settings_for(url, prefix)) as manager:
         redis = manager.get_client()
-        for start in range(0, len(entries), 500):
-            pipe = redis.pipeline(transaction=False)
-            for i, raw in enumerate(entries[start : start + 500], start):
-                pipe.xadd(streams[i % partitions], {field: raw})
-            await pipe.execute()
+        await preload_partitions(redis, streams, entries)
         for stream in streams:  # the backlog is hidden until the readers wait
             await redis.xgroup_create(stream, group, id="$", mkstream=True)
         async with _running(url, prefix, processes, partitions, redis):

@@ -74,11 +74,18 @@ def raw_client(url: str) -> aioredis.Redis:
 
 async def preload(redis: aioredis.Redis, stream: str, entries: Sequence[bytes]) -> None:
     """XADD pre-encoded entries in pipelined chunks (not measured)."""
+    await preload_partitions(redis, [stream], entries)
+
+
+async def preload_partitions(
+    redis: aioredis.Redis, streams: Sequence[str], entries: Sequence[bytes]
+) -> None:
+    """:func:`preload` spread round-robin over ``streams`` (a service's partitions)."""
     field = ACTION_FIELD.encode()
     for start in range(0, len(entries), PRELOAD_CHUNK):
         pipe = redis.pipeline(transaction=False)
-        for raw in entries[start : start + PRELOAD_CHUNK]:
-            pipe.xadd(stream, {field: raw})
+        for i, raw in enumerate(entries[start : start + PRELOAD_CHUNK], start):
+            pipe.xadd(streams[i % len(streams)], {field: raw})
         await pipe.execute()
 
 

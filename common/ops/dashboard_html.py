@@ -21,6 +21,7 @@ import orjson
 
 from common.ops.dashboard_assets import CSS, DEAD_LETTERS_JS, OVERVIEW_JS
 from common.ops.deadletters import DeadLetterRecord
+from common.ops.render import idle_text
 from common.ops.status import GroupStatus, StreamStatus
 from common.ops.streams import StreamRef
 
@@ -31,17 +32,6 @@ PREVIEW_CHARS = 90
 
 def _e(value: object) -> str:
     return escape(str(value), quote=True)
-
-
-def _duration(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    seconds = ms / 1000
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.1f}h"
 
 
 def _page(
@@ -141,7 +131,7 @@ def overview_tables(statuses: Sequence[StreamStatus]) -> str:
                 ("group", _e(group.name) if group else '<span class="muted">(none)</span>'),
                 ("lag", _num(group.lag, warn_above=0) if group else "-"),
                 ("pending", str(group.pending) if group else "-"),
-                ("oldest-idle", _duration(group.oldest_pending_idle_ms) if group else "-"),
+                ("oldest-idle", idle_text(group.oldest_pending_idle_ms) if group else "-"),
                 ("delayed", str(group.delayed) if group else "-"),
                 ("scheduled", str(status.scheduled) if first else ""),
                 ("dead-letters", dead_cell),
@@ -161,7 +151,7 @@ def overview_tables(statuses: Sequence[StreamStatus]) -> str:
                     f"<td>{_e(group.name) if group else ''}</td>"
                     f'<td class="key">{_e(consumer.name)}</td>'
                     f'<td class="num" data-col="pending">{consumer.pending}</td>'
-                    f'<td class="num" data-col="idle">{_duration(consumer.idle_ms)}</td></tr>'
+                    f'<td class="num" data-col="idle">{idle_text(consumer.idle_ms)}</td></tr>'
                 )
     html = (
         f'<div class="cards">{cards}</div><h2>Streams and topics</h2>'

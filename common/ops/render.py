@@ -12,10 +12,10 @@ from rich.text import Text
 from common.ops.deadletters import DeadLetterRecord
 from common.ops.status import StreamStatus
 
-__all__ = ["dead_letter_detail", "dead_letters_table", "status_view"]
+__all__ = ["dead_letter_detail", "dead_letters_table", "idle_text", "status_view"]
 
 
-def _idle(ms: int | None) -> str:
+def idle_text(ms: int | None) -> str:
     if ms is None:
         return "-"
     seconds = ms / 1000
@@ -60,7 +60,7 @@ def status_view(statuses: Sequence[StreamStatus]) -> Group:
                 group.name,
                 _num(group.lag),
                 str(group.pending),
-                _idle(group.oldest_pending_idle_ms),
+                idle_text(group.oldest_pending_idle_ms),
                 str(group.delayed),
                 str(status.scheduled) if i == 0 else "",
                 dead if i == 0 else "",
@@ -71,7 +71,7 @@ def status_view(statuses: Sequence[StreamStatus]) -> Group:
                     group.name,
                     consumer.name,
                     str(consumer.pending),
-                    _idle(consumer.idle_ms),
+                    idle_text(consumer.idle_ms),
                 )
     if not statuses:
         return Group(Text("no streams found"))

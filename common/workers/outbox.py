@@ -376,13 +376,7 @@ class Outbox:
             await self._dead_letter_confirmed(redis, stream, items, result, self.replication)
             return
         pipe = redis.pipeline(transaction=True)
-        for item in items:
-            assert item.dead is not None
-            fields = dead_letter_fields(stream, item.delivery, item.dead, self.worker)
-            pipe.xadd(dead_letters, fields)  # type: ignore[arg-type]
-        pipe.xack(stream, self.group, *(i.entry_id for i in items))
-        if self.dead_letter_maxlen:
-            pipe.xtrim(dead_letters, maxlen=self.dead_letter_maxlen, approximate=True)
+        self._queue_dead_letters(pipe, stream, dead_letters, items)
         try:
             replies = await pipe.execute()
         except Exception as exc:
@@ -419,6 +413,18 @@ class Outbox:
             return None
         return replies[:count]
 
+    def _queue_dead_letters(
+        self, pipe: Pipeline, stream: str, dead_letters: str, items: list[Settled]
+    ) -> None:
+        """Queue the dead letters of ``items`` (of ``stream``), their XACK and the trim."""
+        for item in items:
+            assert item.dead is not None
+            fields = dead_letter_fields(stream, item.delivery, item.dead, self.worker)
+            pipe.xadd(dead_letters, fields)  # type: ignore[arg-type]
+        pipe.xack(stream, self.group, *(i.entry_id for i in items))
+        if self.dead_letter_maxlen:
+            pipe.xtrim(dead_letters, maxlen=self.dead_letter_maxlen, approximate=True)
+
     async def _dead_letter_confirmed(
         self,
         redis: aioredis.Redis,
@@ -436,13 +442,7 @@ class Outbox:
             node["target_nodes"] = redis.get_node_from_key(stream)  # type: ignore[attr-defined]
         pipe = redis.pipeline(transaction=False)
         pipe.execute_command("MULTI", **node)
-        for item in items:
-            assert item.dead is not None
-            fields = dead_letter_fields(stream, item.delivery, item.dead, self.worker)
-            pipe.xadd(dead_letters, fields)  # type: ignore[arg-type]
-        pipe.xack(stream, self.group, *(i.entry_id for i in items))
-        if self.dead_letter_maxlen:
-            pipe.xtrim(dead_letters, maxlen=self.dead_letter_maxlen, approximate=True)
+        self._queue_dead_letters(pipe, stream, dead_letters, items)
         pipe.execute_command("EXEC", **node)
         try:
             replies = await self._execute_confirmed(redis, pipe, [stream], result)
