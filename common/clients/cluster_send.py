@@ -21,11 +21,11 @@ and topology changes are followed exactly as before:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.connection import Connection
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -43,15 +43,6 @@ __all__ = ["Command", "send_by_node"]
 Command = tuple[Any, ...]  # a command's name and arguments; the key is the second item
 
 _NOT_RUN = (MovedError, AskError, TryAgainError, ClusterDownError)  # the server did not run it
-
-
-class _Unsent:
-    """A node's commands that never reached it (its connection could not be opened)."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
 
 
 async def send_by_node(cluster: WaitingRedisCluster, commands: Sequence[Command]) -> list[Any]:
@@ -78,23 +69,41 @@ async def _send(cluster: WaitingRedisCluster, commands: Sequence[Command]) -> li
             group = groups[node.name] = (node, [])
         group[1].append(index)
     results: list[Any] = [None] * len(commands)
-    parts = list(groups.values())
-    if len(parts) == 1:
-        node, indexes = parts[0]
-        replies = [await _pipeline(node, [commands[i] for i in indexes])]
-    else:
-        replies = await asyncio.gather(
-            *(_pipeline(node, [commands[i] for i in indexes]) for node, indexes in parts)
-        )
-    again: list[int] = []
-    for (_, indexes), reply in zip(parts, replies, strict=True):
-        if isinstance(reply, _Unsent):
-            again.extend(indexes)
-            continue
-        for index, value in zip(indexes, reply, strict=True):
-            results[index] = value
-            if isinstance(value, _NOT_RUN):
-                again.append(index)
+    again: list[int] = []  # not sent: to send through a ClusterPipeline
+    held: list[tuple[ClusterNode, Connection]] = []
+    unread: set[Connection] = set()  # written, replies not read yet
+    try:
+        written: list[tuple[ClusterNode, Connection, list[int]]] = []
+        for node, indexes in groups.values():  # write to every node, then read each
+            connection = node.acquire_connection()
+            held.append((node, connection))
+            batch = [commands[i] for i in indexes]
+            try:
+                await _open(node, connection)
+            except CONNECTION_ERRORS:
+                again.extend(indexes)  # nothing sent
+                continue
+            try:
+                unread.add(connection)
+                await connection.send_packed_command(connection.pack_commands(batch))
+            except CONNECTION_ERRORS as exc:  # maybe written: the outcome is unknown
+                unread.discard(connection)
+                for index in indexes:
+                    results[index] = exc
+                continue
+            written.append((node, connection, indexes))
+        for node, connection, indexes in written:
+            await _read(node, connection, commands, indexes, results)
+            unread.discard(connection)
+    finally:
+        for node, connection in held:
+            try:
+                if connection in unread:  # replies left on it: never hand it out again as is
+                    await connection.disconnect(nowait=True)
+                await node.disconnect_if_needed(connection)
+            finally:
+                node.release(connection)
+    again.extend(i for i, value in enumerate(results) if isinstance(value, _NOT_RUN))
     if again:
         again.sort()  # the batch's order
         pipe = cluster.pipeline(transaction=False)
@@ -105,32 +114,31 @@ async def _send(cluster: WaitingRedisCluster, commands: Sequence[Command]) -> li
     return results
 
 
-async def _pipeline(node: ClusterNode, commands: list[Command]) -> list[Any] | _Unsent:
-    """``commands`` as one pipeline on one connection of ``node``: their replies or errors;
-    :class:`_Unsent` if the connection could not be opened (nothing was sent)."""
-    connection = node.acquire_connection()
+async def _open(node: ClusterNode, connection: Connection) -> None:
+    """Make ``connection`` ready to write (raises a connection error: nothing was sent)."""
+    await node.disconnect_if_needed(connection)
+    if connection.is_connected and _closed_while_idle(connection):
+        await connection.disconnect(nowait=True)  # closed by the server while idle
+    if not connection.is_connected:
+        await connection.connect()  # type: ignore[no-untyped-call]
+
+
+async def _read(
+    node: ClusterNode,
+    connection: Connection,
+    commands: Sequence[Command],
+    indexes: list[int],
+    results: list[Any],
+) -> None:
+    """The replies (or errors) of ``commands[i]`` for ``i`` in ``indexes``, into ``results``."""
+    done = 0
     try:
-        await node.disconnect_if_needed(connection)
-        if connection.is_connected and _closed_while_idle(connection):
-            await connection.disconnect(nowait=True)  # closed by the server while idle
-        if not connection.is_connected:
+        for index in indexes:
             try:
-                await connection.connect()  # type: ignore[no-untyped-call]
-            except CONNECTION_ERRORS as exc:
-                return _Unsent(exc)
-        replies: list[Any] = []
-        try:
-            await connection.send_packed_command(connection.pack_commands(commands))
-            for command in commands:
-                try:
-                    replies.append(await node.parse_response(connection, command[0]))
-                except ResponseError as exc:
-                    replies.append(exc)
-        except CONNECTION_ERRORS as exc:  # written, maybe run: the outcome is unknown
-            replies.extend([exc] * (len(commands) - len(replies)))
-        return replies
-    finally:
-        try:
-            await node.disconnect_if_needed(connection)
-        finally:
-            node.release(connection)
+                results[index] = await node.parse_response(connection, commands[index][0])
+            except ResponseError as exc:
+                results[index] = exc
+            done += 1
+    except CONNECTION_ERRORS as exc:  # written, maybe run: the outcome is unknown
+        for index in indexes[done:]:
+            results[index] = exc
