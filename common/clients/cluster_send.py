@@ -93,8 +93,8 @@ async def _send(cluster: WaitingRedisCluster, commands: Sequence[Command]) -> li
                 continue
             written.append((node, connection, indexes))
         for node, connection, indexes in written:
-            await _read(node, connection, commands, indexes, results)
-            unread.discard(connection)
+            if await _read(node, connection, commands, indexes, results):
+                unread.discard(connection)
     finally:
         for node, connection in held:
             try:
@@ -129,8 +129,9 @@ async def _read(
     commands: Sequence[Command],
     indexes: list[int],
     results: list[Any],
-) -> None:
-    """The replies (or errors) of ``commands[i]`` for ``i`` in ``indexes``, into ``results``."""
+) -> bool:
+    """The replies (or errors) of ``commands[i]`` for ``i`` in ``indexes``, into ``results``;
+    False if the connection was lost before the last one."""
     done = 0
     try:
         for index in indexes:
@@ -142,3 +143,5 @@ async def _read(
     except CONNECTION_ERRORS as exc:  # written, maybe run: the outcome is unknown
         for index in indexes[done:]:
             results[index] = exc
+        return False
+    return True
