@@ -13,6 +13,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from pydantic import TypeAdapter
 
+from common.clients.cluster_client import WaitingRedisCluster
+from common.clients.cluster_send import Command, send_by_node
 from common.clients.consumer_check import CONSUMER_CHECK_TIMEOUT_S, ConsumerCheck
 from common.clients.deadlines import Deadlines, TaskBound
 from common.clients.queue_manager import QueueManager
@@ -60,6 +62,10 @@ class _Queued:
 
 # DomainAction's check of callback_action_type, for a value set with model_copy.
 _ACTION_TYPE: TypeAdapter[str] = TypeAdapter(ActionType)
+
+
+def _xadd_command(stream: str, fields: dict[str, bytes]) -> Command:
+    return ("XADD", stream, "*", *(item for pair in fields.items() for item in pair))
 
 
 def _entry_id(raw: Any) -> str:
@@ -292,15 +298,8 @@ class BaseRedisClient:
                 one = batch[0]
                 results: list[Any] = [await self.redis.xadd(one.stream, one.fields)]  # type: ignore[arg-type]
             else:
-                pipe = self.redis.pipeline(transaction=False)
-                for queued in batch:
-                    pipe.xadd(queued.stream, queued.fields)  # type: ignore[arg-type]
-                if self._replication is None:
-                    results = await pipe.execute(raise_on_error=False)
-                else:
-                    results, unconfirmed = await self._execute_confirmed(
-                        pipe, [q.stream for q in batch], self._replication
-                    )
+                commands = [_xadd_command(q.stream, q.fields) for q in batch]
+                results, unconfirmed = await self._send_commands(commands)
         except Exception as exc:
             # The round trip failed: every caller in it gets the error.
             for queued in batch:
@@ -333,6 +332,22 @@ class BaseRedisClient:
             else:
                 queued.future.set_result(_entry_id(result))
 
+    async def _send_commands(
+        self, commands: list[Command]
+    ) -> tuple[list[Any], dict[str, Exception]]:
+        """Send the XADD ``commands`` in one round trip (on a cluster, one pipeline per
+        master): their replies or errors, and the streams whose entries the replicas did not
+        confirm (with why)."""
+        if self._replication is None and isinstance(self.redis, WaitingRedisCluster):
+            return await send_by_node(self.redis, commands), {}
+        pipe = self.redis.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        if self._replication is None:
+            return await pipe.execute(raise_on_error=False), {}
+        streams = [command[1] for command in commands]
+        return await self._execute_confirmed(pipe, streams, self._replication)
+
     async def _execute_confirmed(
         self, pipe: Any, streams: list[str], replication: Replication
     ) -> tuple[list[Any], dict[str, Exception]]:
@@ -359,27 +374,20 @@ class BaseRedisClient:
         answer within ``settings.redis_send_timeout_s``, :class:`SendTimeoutError` says that
         the outcome is unknown (any of them may have been appended; none is resent)."""
         size_limit = self.settings.max_payload_bytes
-        pipe = self.redis.pipeline(transaction=False)
-        streams: set[str] = set()
-        pipe_streams: list[str] = []  # the stream of each XADD, in order
+        commands: list[Command] = []
         for action in actions:
             action = self._stamp(action)
             stream = self.stream_for(action, partition_by(action) if partition_by else None)
-            streams.add(stream)
-            pipe_streams.append(stream)
-            pipe.xadd(stream, encode_action(action, size_limit))  # type: ignore[arg-type]
-        count = len(pipe)
+            commands.append(_xadd_command(stream, encode_action(action, size_limit)))
+        count = len(commands)
+        if not count:
+            return []
         bound = TaskBound(asyncio.get_running_loop().time() + self._send_timeout)
         self._deadlines.track(bound)
-        sent_to: list[str] = list(pipe_streams)
-        unconfirmed: dict[str, Exception] = {}
+        sent_to: list[str] = [command[1] for command in commands]  # the stream of each XADD
+        streams = set(sent_to)
         try:
-            if self._replication is None:
-                results = await pipe.execute(raise_on_error=False)
-            else:
-                results, unconfirmed = await self._execute_confirmed(
-                    pipe, sent_to, self._replication
-                )
+            results, unconfirmed = await self._send_commands(commands)
         except asyncio.CancelledError:
             if bound.timed_out():
                 raise SendTimeoutError(
