@@ -217,21 +217,35 @@ class RedisCluster:
     Each node is a :class:`RedisServer` started with ``--cluster-enabled yes``; :meth:`start`
     joins them with ``redis-cli --cluster create`` and waits until every node reports
     ``cluster_state:ok``. ``url`` is the ``redis+cluster://`` form of :class:`RedisManager`.
+
+    A node can be taken down and brought back on its port (``nodes[i].kill()`` or ``.stop()``,
+    then ``.start()``): it finds its data and ``nodes.conf`` in its directory and takes its
+    slots back; :meth:`wait_ok` waits until the cluster serves every slot again. Its data
+    survives a ``kill()`` only with ``appendonly=True, appendfsync="always"``.
     """
 
-    def __init__(self, masters: int = 3) -> None:
+    def __init__(
+        self,
+        masters: int = 3,
+        *,
+        appendonly: bool = False,
+        appendfsync: str = "everysec",
+        node_timeout_ms: int = 2000,
+    ) -> None:
         if masters < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 masters")
         self.nodes = [
             RedisServer(
+                appendonly=appendonly,
+                appendfsync=appendfsync,
                 extra_args=(
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
                     "nodes.conf",
                     "--cluster-node-timeout",
-                    "2000",
-                )
+                    str(node_timeout_ms),
+                ),
             )
             for _ in range(masters)
         ]
@@ -257,11 +271,19 @@ class RedisCluster:
                 "--cluster-yes",
                 timeout=timeout,
             )
-            _wait_until(self._ok, timeout, "cluster_state:ok on every node")
+            self.wait_ok(timeout)
         except BaseException:
             self.close()
             raise
         return self
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Wait until every node reports ``cluster_state:ok`` (all slots served)."""
+        _wait_until(self._ok, timeout, "cluster_state:ok on every node")
+
+    def node_on(self, port: int) -> RedisServer:
+        """The node listening on ``port``."""
+        return next(node for node in self.nodes if node.port == port)
 
     def _ok(self) -> bool:
         for node in self.nodes:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import redis.asyncio as aioredis
 from redis.exceptions import ClusterError, ResponseError
 
+from common.clients.redis_errors import is_transient
 from common.clients.redis_manager import CONNECTION_ERRORS, is_embedded
 from common.clients.replication import Replication
 from common.config import CommonAppSettings
@@ -231,19 +232,23 @@ class StreamConsumer(StreamReading, Settlement, ABC):
                 if is_unblocked(exc):  # the key moved (slot migration) or went: read again
                     self.log.info("read interrupted (%s); reading again", exc)
                     continue
-                if not is_nogroup(exc):
+                if is_nogroup(exc):
+                    self.log.warning(
+                        "group %s on %s is gone (server restarted or flushed?): recreating it",
+                        self.group,
+                        self.stream,
+                    )
+                    await self._with_reconnect(self._ensure_group)
+                    continue
+                if not is_transient(exc):
                     raise
-                self.log.warning(
-                    "group %s on %s is gone (server restarted or flushed?): recreating it",
-                    self.group,
-                    self.stream,
-                )
-                await self._with_reconnect(self._ensure_group)
+                # CLUSTERDOWN (a master down or restarting), LOADING, MASTERDOWN...: later.
+                self.log.warning("Redis refused the read (%s); retrying in %.1fs", exc, backoff)
+                backoff = await self._read_backoff(backoff)
                 continue
             except _READ_RETRIED as exc:
                 self.log.warning("lost Redis (%s); retrying in %.1fs", exc, backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = await self._read_backoff(backoff)
                 continue
             if batch:
                 await self._dispatch(batch)
@@ -425,6 +430,11 @@ class StreamConsumer(StreamReading, Settlement, ABC):
 
     async def _sleep(self, seconds: float) -> None:
         await wait_event(self._stopping, seconds)
+
+    async def _read_backoff(self, backoff: float) -> float:
+        """Wait ``backoff`` seconds (or until stopped) after a failed read; the next wait."""
+        await self._sleep(backoff)
+        return min(backoff * 2, 5.0)
 
     async def _with_reconnect(self, operation: Callable[[], Awaitable[None]]) -> None:
         backoff = 0.1

@@ -33,6 +33,8 @@ class Load:
     acked: dict[str, float] = field(default_factory=dict)  # action id -> send start (monotonic)
     entry_ids: dict[str, str] = field(default_factory=dict)  # action id -> its entry id
     errors: Counter[str] = field(default_factory=Counter)  # sends that raised, by error type
+    error_texts: dict[str, str] = field(default_factory=dict)  # error type -> its first message
+    slowest_error_s: float = 0.0  # the longest a send took to raise
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _n: int = 0
@@ -54,6 +56,8 @@ class Load:
                 entry_id = await self.client.send_action_async(action)
             except Exception as exc:  # connection lost, READONLY, timeouts, replication
                 self.errors[type(exc).__name__] += 1
+                self.error_texts.setdefault(type(exc).__name__, str(exc))
+                self.slowest_error_s = max(self.slowest_error_s, time.monotonic() - started)
                 await asyncio.sleep(0.05)
             else:
                 self.acked[str(action.action_id)] = started
