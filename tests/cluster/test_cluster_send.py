@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,6 +24,14 @@ from common.testing import RedisCluster
 from tests.cluster.test_slot_moves import move_slot
 
 P = 6
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A cluster of this module's own: its slot moves must not meet another module's (a
+    session cluster whose slots moved before showed redirection loops, "TTL exhausted")."""
+    with RedisCluster(masters=3) as cluster:
+        yield cluster
 
 
 def _steps(keys: int, per_key: int, first: int = 0) -> list[DomainAction]:
