@@ -13,20 +13,25 @@ from typing import Any
 import redis.asyncio as aioredis
 from pydantic import TypeAdapter
 
-from common.clients.cluster_client import WaitingRedisCluster
-from common.clients.cluster_send import Command, send_by_node
 from common.clients.consumer_check import CONSUMER_CHECK_TIMEOUT_S, ConsumerCheck
 from common.clients.deadlines import Deadlines, TaskBound
 from common.clients.queue_manager import QueueManager
 from common.clients.replication import Replication
 from common.clients.reply_listener import ReplyListener
 from common.clients.scheduled import due_ms, schedule
+from common.clients.xadd_batch import (
+    Command,
+    QueuedSend,
+    entry_id_text,
+    not_confirmed,
+    send_xadds,
+    xadd_command,
+)
 from common.config import CommonAppSettings
 from common.errors import (
     ActionTimeoutError,
     NoConsumerError,
     PartialSendError,
-    ReplicationError,
     SendTimeoutError,
 )
 from common.models.actions import ActionType, DomainAction, DomainActionResponse
@@ -40,42 +45,8 @@ logger = logging.getLogger(__name__)
 """Bound of the one look (``XINFO GROUPS``) at whether anybody consumes a target stream."""
 
 
-class _Queued:
-    """A single send waiting for the next coalesced pipeline, bounded by its caller's deadline."""
-
-    __slots__ = ("deadline", "fields", "future", "stream", "taken", "timeout")
-
-    def __init__(
-        self, stream: str, fields: dict[str, bytes], deadline: float, timeout: float
-    ) -> None:
-        self.stream = stream
-        self.fields = fields
-        self.future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self.deadline = deadline  # event-loop time when the caller stops waiting
-        self.timeout = timeout  # the caller's time limit, for the error message
-        self.taken = False  # put into a pipeline: it may reach Redis from then on
-
-    def expire(self) -> None:
-        if not self.future.done():
-            self.future.set_exception(SendTimeoutError(self.timeout, outcome_unknown=self.taken))
-
-
 # DomainAction's check of callback_action_type, for a value set with model_copy.
 _ACTION_TYPE: TypeAdapter[str] = TypeAdapter(ActionType)
-
-
-def _xadd_command(stream: str, fields: dict[str, bytes]) -> Command:
-    return ("XADD", stream, "*", *(item for pair in fields.items() for item in pair))
-
-
-def _entry_id(raw: Any) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
-
-
-def _not_confirmed(error: Exception, entry_ids: list[str]) -> Exception:
-    """Why a send's entries are not confirmed by replicas: a :class:`ReplicationError`
-    naming them, or the WAIT's own error (a lost connection: the outcome is unknown)."""
-    return error.for_entries(entry_ids) if isinstance(error, ReplicationError) else error
 
 
 class BaseRedisClient:
@@ -131,7 +102,7 @@ class BaseRedisClient:
         self._deadlines = Deadlines()  # one timer bounds every send of this client
         # XADD coalescing: is one in flight, who waits for the next pipeline, who sends it.
         self._sending = False
-        self._queued: list[_Queued] = []
+        self._queued: list[QueuedSend] = []
         self._flusher: asyncio.Task[None] | None = None
         self._idle_waiters: list[asyncio.Future[None]] = []  # close() waiting for the sends
         self._consumers = ConsumerCheck(redis)  # does anybody consume where we send?
@@ -227,7 +198,7 @@ class BaseRedisClient:
             self._deadlines.track(bound)
             try:
                 if self._replication is None:
-                    return _entry_id(await self.redis.xadd(stream, fields))  # type: ignore[arg-type]
+                    return entry_id_text(await self.redis.xadd(stream, fields))  # type: ignore[arg-type]
                 return await self._xadd_confirmed(stream, fields, self._replication)
             except asyncio.CancelledError:
                 if bound.timed_out():  # cut off mid-command: redis-py closes that connection
@@ -236,7 +207,7 @@ class BaseRedisClient:
             finally:
                 self._deadlines.untrack(bound)
                 self._after_send()
-        queued = _Queued(stream, fields, deadline, timeout)
+        queued = QueuedSend(stream, fields, deadline, timeout)
         self._queued.append(queued)
         self._deadlines.track(queued)  # past the deadline, the future fails (SendTimeoutError)
         try:
@@ -253,8 +224,8 @@ class BaseRedisClient:
             self.redis, stream, lambda pipe: pipe.xadd(stream, fields)
         )
         if error is not None:
-            raise _not_confirmed(error, [_entry_id(raw)])
-        return _entry_id(raw)
+            raise not_confirmed(error, [entry_id_text(raw)])
+        return entry_id_text(raw)
 
     def _after_send(self) -> None:
         """The XADD in flight returned: send what queued up meanwhile, or become idle."""
@@ -287,7 +258,7 @@ class BaseRedisClient:
             self._flusher = None
             self._after_send()
 
-    async def _send_batch(self, batch: list[_Queued]) -> None:
+    async def _send_batch(self, batch: list[QueuedSend]) -> None:
         # Each caller stops waiting at its own deadline (its future fails then); the round trip
         # itself is given up when the last of them has.
         bound = TaskBound(max(q.deadline for q in batch))
@@ -298,8 +269,8 @@ class BaseRedisClient:
                 one = batch[0]
                 results: list[Any] = [await self.redis.xadd(one.stream, one.fields)]  # type: ignore[arg-type]
             else:
-                commands = [_xadd_command(q.stream, q.fields) for q in batch]
-                results, unconfirmed = await self._send_commands(commands)
+                commands = [xadd_command(q.stream, q.fields) for q in batch]
+                results, unconfirmed = await send_xadds(self.redis, commands, self._replication)
         except Exception as exc:
             # The round trip failed: every caller in it gets the error.
             for queued in batch:
@@ -327,36 +298,10 @@ class BaseRedisClient:
                 queued.future.set_exception(result)
             elif queued.stream in unconfirmed:
                 queued.future.set_exception(
-                    _not_confirmed(unconfirmed[queued.stream], [_entry_id(result)])
+                    not_confirmed(unconfirmed[queued.stream], [entry_id_text(result)])
                 )
             else:
-                queued.future.set_result(_entry_id(result))
-
-    async def _send_commands(
-        self, commands: list[Command]
-    ) -> tuple[list[Any], dict[str, Exception]]:
-        """Send the XADD ``commands`` in one round trip (on a cluster, one pipeline per
-        master): their replies or errors, and the streams whose entries the replicas did not
-        confirm (with why)."""
-        if self._replication is None and isinstance(self.redis, WaitingRedisCluster):
-            return await send_by_node(self.redis, commands), {}
-        pipe = self.redis.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        if self._replication is None:
-            return await pipe.execute(raise_on_error=False), {}
-        streams = [command[1] for command in commands]
-        return await self._execute_confirmed(pipe, streams, self._replication)
-
-    async def _execute_confirmed(
-        self, pipe: Any, streams: list[str], replication: Replication
-    ) -> tuple[list[Any], dict[str, Exception]]:
-        """Execute ``pipe`` (its XADDs to ``streams``) with the WAIT(s) after them: the XADDs'
-        replies, and the streams whose entries the replicas did not confirm (with why)."""
-        count = len(pipe)
-        waits = replication.queue_waits(pipe, self.redis, set(streams))
-        replies = await pipe.execute(raise_on_error=False)
-        return replies[:count], replication.unconfirmed(self.redis, waits, replies[count:])
+                queued.future.set_result(entry_id_text(result))
 
     async def send_actions_async(
         self,
@@ -378,7 +323,7 @@ class BaseRedisClient:
         for action in actions:
             action = self._stamp(action)
             stream = self.stream_for(action, partition_by(action) if partition_by else None)
-            commands.append(_xadd_command(stream, encode_action(action, size_limit)))
+            commands.append(xadd_command(stream, encode_action(action, size_limit)))
         count = len(commands)
         if not count:
             return []
@@ -387,7 +332,7 @@ class BaseRedisClient:
         sent_to: list[str] = [command[1] for command in commands]  # the stream of each XADD
         streams = set(sent_to)
         try:
-            results, unconfirmed = await self._send_commands(commands)
+            results, unconfirmed = await send_xadds(self.redis, commands, self._replication)
         except asyncio.CancelledError:
             if bound.timed_out():
                 raise SendTimeoutError(
@@ -400,14 +345,16 @@ class BaseRedisClient:
             self._consumers.sent_to(stream)
         errors = [r for r in results if isinstance(r, Exception)]
         if errors:
-            ids = [None if isinstance(r, Exception) else _entry_id(r) for r in results]
+            ids = [None if isinstance(r, Exception) else entry_id_text(r) for r in results]
             raise PartialSendError(ids, errors)
         if unconfirmed:
             waiting = [
-                _entry_id(r) for r, st in zip(results, sent_to, strict=True) if st in unconfirmed
+                entry_id_text(r)
+                for r, st in zip(results, sent_to, strict=True)
+                if st in unconfirmed
             ]
-            raise _not_confirmed(next(iter(unconfirmed.values())), waiting)
-        return [_entry_id(r) for r in results]
+            raise not_confirmed(next(iter(unconfirmed.values())), waiting)
+        return [entry_id_text(r) for r in results]
 
     async def send_action_async_with_callback(
         self,

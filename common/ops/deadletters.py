@@ -1,6 +1,6 @@
 """Dead letters: read, filter, replay and purge the records of a dead-letter stream.
 
-A record is what :func:`common.workers.outbox.dead_letter_fields` wrote: ``original`` (the
+A record is what :func:`common.workers.settled.dead_letter_fields` wrote: ``original`` (the
 entry's payload), ``error`` (an ``ErrorDetail`` as JSON), ``reason``, ``worker``, ``retries``,
 ``stream`` (where the entry came from), ``entry_id``, ``first_seen`` and ``failed_at``.
 

@@ -12,13 +12,8 @@
 from __future__ import annotations
 
 from common.testing.messaging import DeadLetterRecord, MessagingTestClient, memory_settings
-from common.testing.redis_server import (
-    RedisCluster,
-    RedisSentinel,
-    RedisServer,
-    free_port,
-    unique_settings,
-)
+from common.testing.redis_sentinel import RedisSentinel
+from common.testing.redis_server import RedisCluster, RedisServer, free_port, unique_settings
 from common.testing.service import WorkerTestClient
 
 __all__ = [
