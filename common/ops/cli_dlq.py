@@ -12,6 +12,8 @@ group reads: with other groups on the topic, replay asks first unless ``--yes``.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import typer
@@ -94,17 +96,12 @@ def dlq_list(
     partitions: all of them, a record of partition k named k:<id>)."""
     from rich.console import Console
 
-    from common.clients.queue_manager import QueueManager
-    from common.ops.connection import ops_connection
     from common.ops.deadletters import list_partitions
     from common.ops.render import dead_letters_table
-    from common.ops.topics import find_dead_letter_refs
 
     async def op(settings: Any) -> int:
         where = _filter(reason, action_type, since, limit)
-        queues = QueueManager(settings.queue_prefix, settings.environment)
-        async with ops_connection(settings, connect_timeout) as redis:
-            refs = await find_dead_letter_refs(redis, queues, service, group)
+        async with _dead_letters_of(settings, connect_timeout, service, group) as (redis, refs):
             records = await list_partitions(redis, refs, where)
             total = sum([await redis.xlen(ref.dead_letter_stream) for ref in refs])
         if as_json:
@@ -131,17 +128,12 @@ def dlq_show(
     """Show dead letters in full: the original payload, the error, where and when."""
     from rich.console import Console
 
-    from common.clients.queue_manager import QueueManager
-    from common.ops.connection import ops_connection
     from common.ops.deadletters import find_records
     from common.ops.errors import OpsError
     from common.ops.render import dead_letter_detail
-    from common.ops.topics import find_dead_letter_refs
 
     async def op(settings: Any) -> int:
-        queues = QueueManager(settings.queue_prefix, settings.environment)
-        async with ops_connection(settings, connect_timeout) as redis:
-            refs = await find_dead_letter_refs(redis, queues, service, group)
+        async with _dead_letters_of(settings, connect_timeout, service, group) as (redis, refs):
             found = await find_records(redis, refs, ids)
         missing = [i for i, r in zip(ids, found, strict=True) if r is None]
         if missing:
@@ -184,17 +176,13 @@ def dlq_replay(
     A topic's dead letters are re-published on the topic, so every subscriber group of the
     topic receives them again, not only the group that failed (one topic stream cannot address
     one group): with other groups there, this asks first unless --yes."""
-    from common.clients.queue_manager import QueueManager
-    from common.ops.connection import ops_connection
     from common.ops.deadletters import ReplayResult, by_partition, replay
     from common.ops.errors import OpsError
-    from common.ops.topics import find_dead_letter_refs, other_groups
+    from common.ops.topics import other_groups
 
     async def op(settings: Any) -> int:
         where = _filter(reason, action_type, since, limit)
-        queues = QueueManager(settings.queue_prefix, settings.environment)
-        async with ops_connection(settings, connect_timeout) as redis:
-            refs = await find_dead_letter_refs(redis, queues, service, group)
+        async with _dead_letters_of(settings, connect_timeout, service, group) as (redis, refs):
             ref = refs[0]
             records, not_found = await _select(redis, refs, ids, where)
             others = await other_groups(redis, ref) if ref.group is not None else []
@@ -263,17 +251,12 @@ def dlq_purge(
     connect_timeout: TimeoutOption = OPS_TIMEOUT_S,
 ) -> None:
     """Delete dead letters for good (asks first unless --yes)."""
-    from common.clients.queue_manager import QueueManager
-    from common.ops.connection import ops_connection
     from common.ops.deadletters import purge_partitions
     from common.ops.errors import OpsError
-    from common.ops.topics import find_dead_letter_refs
 
     async def op(settings: Any) -> int:
         where = _filter(reason, action_type, since, limit)
-        queues = QueueManager(settings.queue_prefix, settings.environment)
-        async with ops_connection(settings, connect_timeout) as redis:
-            refs = await find_dead_letter_refs(redis, queues, service, group)
+        async with _dead_letters_of(settings, connect_timeout, service, group) as (redis, refs):
             records, not_found = await _select(redis, refs, ids, where)
             if records and not yes:
                 try:
@@ -297,3 +280,18 @@ def dlq_purge(
         return 1 if not_found else 0
 
     run_op(op, redis_url, prefix, env)
+
+
+@contextlib.asynccontextmanager
+async def _dead_letters_of(
+    settings: Any, connect_timeout: float, service: str, group: str | None
+) -> AsyncIterator[tuple[Any, list[Any]]]:
+    """A connection, and the dead-letter streams of ``service`` (each partition's) or of the
+    topic group ``group``."""
+    from common.clients.queue_manager import QueueManager
+    from common.ops.connection import ops_connection
+    from common.ops.topics import find_dead_letter_refs
+
+    queues = QueueManager(settings.queue_prefix, settings.environment)
+    async with ops_connection(settings, connect_timeout) as redis:
+        yield redis, await find_dead_letter_refs(redis, queues, service, group)
