@@ -195,3 +195,24 @@ async def test_many_pseudo_sync_replies_to_one_client(
         await client.close()
     assert [r.data["sum"] for r in responses] == [i + 2 for i in range(400)]
     assert client.late_replies == 0
+
+
+async def test_plain_acks_of_two_streams_one_refused_keep_only_that_streams(
+    settings: CommonAppSettings, redis: aioredis.Redis
+) -> None:
+    """The plain-ACK path with several streams (partitions, topics): one XACK per stream; a
+    stream whose XACK Redis refuses keeps its entries in the outbox (pending, with the error),
+    the other stream's are done."""
+    prefix = settings.queue_prefix
+    outbox, ids = await _outbox_with_entries(redis, prefix, 2)
+    other = f"{prefix}:other"
+    outbox.more_streams[other] = f"{prefix}:other-dlq"
+    await redis.set(other, "not a stream")  # its XACK: WRONGTYPE
+    outbox.add_ack(Delivery(ids[0], {}, stream=outbox.stream))
+    outbox.add_ack(Delivery(ids[1], {}, stream=other))
+    result = await outbox.flush(redis)
+    assert [item.delivery.stream for item in result.done] == [outbox.stream]
+    assert result.error is not None and "WRONGTYPE" in str(result.error)
+    assert [item.delivery.stream for item in outbox.items] == [other]
+    pending = await redis.xpending(outbox.stream, outbox.group)
+    assert pending["pending"] == 1  # ids[0] ACKed; ids[1] (its XACK went to the other) not
