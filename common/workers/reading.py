@@ -11,7 +11,11 @@ slot group after another, round-robin: each read first sweeps every group withou
 (starting from a rotating group, so that none starves, stopping once ``count`` entries are in);
 if all were empty, it blocks on one group (the next in turn) for ``block_ms / groups``, so an
 entry written to any group waits at most about that long before the next sweep reads it. No
-read is ever cancelled in flight (which could leave delivered entries unseen until reclaimed).
+read is ever cancelled for a timeout (which could leave delivered entries unseen until
+reclaimed), and if one group's read fails, what the groups before it delivered is run all the
+same. (The groups are read one after another, not concurrently: on a small machine the client's
+Python is the limit, and one XREADGROUP of ``count`` entries costs it far less than one per
+group.)
 One slot group (an action stream, a single topic, or standalone Redis) is one XREADGROUP, as
 before.
 
@@ -57,6 +61,7 @@ class StreamReading:
     group: str
     consumer: str
     held: dict[HeldKey, Delivery]
+    intake: list[Delivery]
     stats: WorkerStats
     log: logging.LoggerAdapter  # type: ignore[type-arg]
     _embedded: bool
@@ -88,8 +93,10 @@ class StreamReading:
                 )
         finally:
             self._reading = False
-        if not reply:
-            return []
+        return self._deliveries(reply) if reply else []
+
+    def _deliveries(self, reply: list[Any]) -> list[Delivery]:
+        """The deliveries of an XREADGROUP reply, held from now on."""
         now = time.monotonic()
         batch = []
         held = self.held
@@ -126,7 +133,15 @@ class StreamReading:
         reply: list[Any] = []
         for i in range(len(groups)):
             group = groups[(start + i) % len(groups)]
-            got: Any = await self.redis.xreadgroup(self.group, self.consumer, group, count=count)
+            try:
+                got: Any = await self.redis.xreadgroup(
+                    self.group, self.consumer, group, count=count
+                )
+            except Exception:
+                # Keep what the groups before delivered (held, to run next): a delivered entry
+                # is never left unseen until a reclaim.
+                self.intake += self._deliveries(reply)
+                raise
             if got:
                 reply += got
                 count -= sum(len(entries) for _, entries in got)
