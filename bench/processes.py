@@ -75,10 +75,14 @@ async def _drained(redis: aioredis.Redis, group: str, last_ids: dict[str, bytes]
 
 
 def _command(
-    url: str, prefix: str, processes: int, partitions: int
+    url: str, prefix: str, processes: int, partitions: int, backlog: int = 0
 ) -> tuple[list[str], dict[str, str]]:
+    # A hidden backlog looks consumed (its group starts at "$"): the stream's trim must not
+    # take it before it is shown (so the cap is raised far above it; 0 stays: no trim).
+    maxlen = int(os.environ.get("STREAM_MAXLEN", 100_000))
     env = {
         **os.environ,
+        "STREAM_MAXLEN": str(maxlen and max(maxlen, 2 * backlog)),
         "REDIS_URL": url,
         "QUEUE_PREFIX": prefix,
         "SERVICE_NAME": SERVICE,
@@ -92,10 +96,16 @@ def _command(
 
 @contextlib.asynccontextmanager
 async def _running(
-    url: str, prefix: str, processes: int, partitions: int, redis: aioredis.Redis
+    url: str,
+    prefix: str,
+    processes: int,
+    partitions: int,
+    redis: aioredis.Redis,
+    backlog: int = 0,
 ) -> AsyncIterator[None]:
-    """``run --processes`` of the bench worker, once its readers wait; SIGTERM at the end."""
-    command, env = _command(url, prefix, processes, partitions)
+    """``run --processes`` of the bench worker, once its readers wait; SIGTERM at the end.
+    ``backlog``: entries per stream hidden from the group until the readers wait."""
+    command, env = _command(url, prefix, processes, partitions, backlog)
     with tempfile.TemporaryFile() as log:
         proc = await asyncio.create_subprocess_exec(
             *command, cwd=ROOT, env=env, stdout=log, stderr=log
@@ -156,7 +166,8 @@ async def processes_drain(
         await preload_partitions(redis, streams, entries)
         for stream in streams:  # the backlog is hidden until the readers wait
             await redis.xgroup_create(stream, group, id="$", mkstream=True)
-        async with _running(url, prefix, processes, partitions, redis):
+        backlog = len(entries) // partitions + 1
+        async with _running(url, prefix, processes, partitions, redis, backlog):
             start_time = time.perf_counter()
             wake = encode_entries(make_actions(partitions))
             last_ids = {}

@@ -99,3 +99,27 @@ def test_sequential_calls_pin_the_processes_then_restore_them() -> None:
         assert os.sched_getaffinity(pid) == redis_before
     assert os.sched_getaffinity(0) == own_before
     assert server.pid is None
+
+
+@pytest.mark.timeout(120)
+def test_a_processes_drain_backlog_above_the_stream_cap_is_read_not_trimmed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hidden backlog looks consumed to the workers' trim until shown: the drain must
+    still read every entry (it once measured a near-empty stream past ``stream_maxlen``)."""
+    import asyncio
+
+    import redis
+
+    from bench.processes import processes_drain
+    from bench.workload import SERVICE, encode_entries, make_actions, new_prefix
+    from common.clients.queue_manager import QueueManager
+    from common.testing import RedisServer
+
+    monkeypatch.setenv("STREAM_MAXLEN", "500")
+    prefix, n = new_prefix(), 3000
+    queues = QueueManager(prefix, "dev")
+    with RedisServer() as server:
+        asyncio.run(processes_drain(server.url, prefix, encode_entries(make_actions(n)), 1))
+        (group,) = redis.Redis(port=server.port).xinfo_groups(queues.action_stream(SERVICE))
+    assert group["entries-read"] == n + 1  # the backlog and the wake-up entry
