@@ -63,7 +63,7 @@ async def _wait_for_readers(
         await asyncio.sleep(0.05)
 
 
-async def _drained(redis: aioredis.Redis, group: str, last_ids: dict[str, bytes]) -> bool:
+async def _drained(redis: aioredis.Redis, group: str, last_ids: dict[str, Any]) -> bool:
     for stream, last_id in last_ids.items():
         for info in await redis.xinfo_groups(stream):
             if info["name"] in (group, group.encode()):
@@ -139,7 +139,7 @@ async def processes_end_to_end(
             start = time.perf_counter()
             for i in range(0, len(actions), 100):
                 await client.send_actions_async(actions[i : i + 100])
-            last_ids = {}
+            last_ids: dict[str, Any] = {}
             for stream in streams:
                 last = await redis.xrevrange(stream, count=1)
                 last_ids[stream] = last[0][0] if last else b"0-0"
@@ -170,7 +170,7 @@ async def processes_drain(
         async with _running(url, prefix, processes, partitions, redis, backlog):
             start_time = time.perf_counter()
             wake = encode_entries(make_actions(partitions))
-            last_ids = {}
+            last_ids: dict[str, Any] = {}
             for stream, raw in zip(streams, wake, strict=True):
                 await redis.xgroup_setid(stream, group, "0", entries_read=0)
                 last_ids[stream] = await redis.xadd(stream, {field: raw})
