@@ -1,5 +1,6 @@
-"""A batch of single-key writes to a Redis Cluster, one pipeline per master, without redis-py's
-per-command cluster pipeline work.
+"""A batch of commands to a Redis Cluster (a send's single-key writes; a read's XREADGROUP of
+each slot group), one pipeline per master, without redis-py's per-command cluster pipeline
+work.
 
 redis-py's ``ClusterPipeline`` finds each command's node through its command policies, flags
 and slot (several calls and objects per command, measured at about twice a plain pipeline's
@@ -45,22 +46,29 @@ Command = tuple[Any, ...]  # a command's name and arguments; the key is the seco
 _NOT_RUN = (MovedError, AskError, TryAgainError, ClusterDownError)  # the server did not run it
 
 
-async def send_by_node(cluster: WaitingRedisCluster, commands: Sequence[Command]) -> list[Any]:
-    """The reply of each command (its key: ``command[1]``), or its error, in order.
+async def send_by_node(
+    cluster: WaitingRedisCluster,
+    commands: Sequence[Command],
+    keys: Sequence[Any] | None = None,
+) -> list[Any]:
+    """The reply of each command, or its error, in order. A command's node is its key's:
+    ``keys[i]`` (one of its keys, all in one slot), by default its first argument.
 
     Holds one of the client's ``redis_max_connections`` slots for the whole batch."""
-    result: list[Any] = await cluster._bounded(_send, cluster, commands)
+    result: list[Any] = await cluster._bounded(_send, cluster, commands, keys)
     return result
 
 
-async def _send(cluster: WaitingRedisCluster, commands: Sequence[Command]) -> list[Any]:
+async def _send(
+    cluster: WaitingRedisCluster, commands: Sequence[Command], keys: Sequence[Any] | None
+) -> list[Any]:
     if cluster._initialize:
         await cluster.initialize()
     nodes_manager = cluster.nodes_manager
     node_of: dict[Any, ClusterNode] = {}
     groups: dict[str, tuple[ClusterNode, list[int]]] = {}
     for index, command in enumerate(commands):
-        key = command[1]
+        key = command[1] if keys is None else keys[index]
         node = node_of.get(key)
         if node is None:
             node = node_of[key] = nodes_manager.get_node_from_slot(cluster.keyslot(key))

@@ -6,16 +6,21 @@ any has some; each :class:`Delivery` remembers its stream, so that its ACK, leas
 schedule and dead letter go to the right keys.
 
 On a Redis Cluster the keys of one command must share a hash slot (else CROSSSLOT), and each
-topic stream has a hash tag of its own. So there the streams are grouped by slot and read one
-slot group after another, round-robin: each read first sweeps every group without BLOCK
-(starting from a rotating group, so that none starves, stopping once ``count`` entries are in);
-if all were empty, it blocks on one group (the next in turn) for ``block_ms / groups``, so an
-entry written to any group waits at most about that long before the next sweep reads it. No
-read is ever cancelled for a timeout (which could leave delivered entries unseen until
-reclaimed), and if one group's read fails, what the groups before it delivered is run all the
-same. (The groups are read one after another, not concurrently: on a small machine the client's
-Python is the limit, and one XREADGROUP of ``count`` entries costs it far less than one per
-group.)
+topic stream or partition has a hash tag of its own. So there the streams are grouped by slot,
+and a read takes:
+
+1. the next group in turn (round-robin, so that none starves), up to ``count``: while a backlog
+   lasts, that one XREADGROUP fills the batch, as on one server;
+2. if it fell short, the other groups at once, ``count``'s rest split between them: one
+   pipeline per master, the masters in parallel (one round trip, where one group after another
+   took one each; the client's Python, the limit on a small machine, pays about the same);
+   the groups that filled their share are read once more for what is left (a hot partition
+   beside idle ones is read in full);
+3. if all were empty, it blocks on the first group for ``block_ms / groups``, so an entry
+   written to any other waits at most about that long before the next read takes it.
+
+No read is ever cancelled for a timeout (which could leave delivered entries unseen until
+reclaimed), and if one group's read fails, what the others delivered is run all the same.
 One slot group (an action stream, a single topic, or standalone Redis) is one XREADGROUP, as
 before.
 
@@ -35,12 +40,27 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
+from common.clients.cluster_client import WaitingRedisCluster
+from common.clients.cluster_send import send_by_node
 from common.clients.embedded import change_signal
 from common.clients.redis_manager import is_cluster
 from common.workers.outcome import Delivery, HeldKey
 from common.workers.stats import WorkerStats
 
 __all__ = ["StreamReading", "is_nogroup"]
+
+_SWEEPS = 2  # rounds of the other groups in one read: all, then those that filled their share
+
+
+def _entries(reply: list[Any]) -> int:
+    return sum(len(entries) for _, entries in reply)
+
+
+def _shares(groups: list[dict[Any, Any]], count: int) -> list[tuple[dict[Any, Any], int]]:
+    """``count`` split over ``groups`` (the first ones get the remainder; none gets 0)."""
+    base, extra = divmod(count, len(groups))
+    shares = [(group, base + (i < extra)) for i, group in enumerate(groups)]
+    return [(group, share) for group, share in shares if share > 0]
 
 
 def is_nogroup(exc: BaseException) -> bool:
@@ -127,33 +147,72 @@ class StreamReading:
     async def _read_slot_groups(
         self, groups: list[dict[Any, Any]], count: int, block_ms: int
     ) -> list[Any]:
-        """Round-robin over slot groups (see the module docstring)."""
+        """The next group in turn, then the others at once; then block (see the module)."""
+        n = len(groups)
         start = self._next_group
-        self._next_group = (start + 1) % len(groups)
-        reply: list[Any] = []
-        for i in range(len(groups)):
-            group = groups[(start + i) % len(groups)]
-            try:
-                got: Any = await self.redis.xreadgroup(
-                    self.group, self.consumer, group, count=count
-                )
-            except Exception:
-                # Keep what the groups before delivered (held, to run next): a delivered entry
-                # is never left unseen until a reclaim.
-                self.intake += self._deliveries(reply)
-                raise
-            if got:
+        self._next_group = (start + 1) % n
+        first: Any = await self.redis.xreadgroup(
+            self.group, self.consumer, groups[start], count=count
+        )
+        reply: list[Any] = list(first or [])
+        count -= _entries(reply)
+        rest = [groups[(start + i) % n] for i in range(1, n)]
+        for _ in range(_SWEEPS):
+            if count <= 0 or not rest:
+                break
+            wanted = _shares(rest, count)
+            rest = []
+            for (group, share), got in zip(wanted, await self._sweep(wanted, reply), strict=True):
                 reply += got
-                count -= sum(len(entries) for _, entries in got)
-                if count <= 0:
-                    return reply
+                took = _entries(got)
+                count -= took
+                if took >= share:  # maybe more there
+                    rest.append(group)
         if reply:
             return reply
-        block = max(1, block_ms // len(groups))
-        got = await self.redis.xreadgroup(
+        block = max(1, block_ms // n)
+        blocked: Any = await self.redis.xreadgroup(
             self.group, self.consumer, groups[start], count=count, block=block
         )
-        return list(got or [])
+        return list(blocked or [])
+
+    async def _sweep(
+        self, wanted: list[tuple[dict[Any, Any], int]], reply: list[Any]
+    ) -> list[list[Any]]:
+        """One XREADGROUP without BLOCK per group, all at once: one pipeline per master, the
+        masters in parallel. If one fails, what this read delivered (``reply``, the others'
+        replies) is kept, held, to run next, and the first error raised: a delivered entry is
+        never left unseen until a reclaim."""
+        commands = [
+            (
+                "XREADGROUP",
+                "GROUP",
+                self.group,
+                self.consumer,
+                "COUNT",
+                share,
+                "STREAMS",
+                *group,
+                *group.values(),
+            )
+            for group, share in wanted
+        ]
+        keys = [next(iter(group)) for group, _ in wanted]
+        if isinstance(self.redis, WaitingRedisCluster):
+            results = await send_by_node(self.redis, commands, keys)
+        else:  # a cluster client of the application's own
+            results = await asyncio.gather(
+                *(
+                    self.redis.xreadgroup(self.group, self.consumer, group, count=share)
+                    for group, share in wanted
+                ),
+                return_exceptions=True,
+            )
+        replies = [list(r or []) for r in results if not isinstance(r, BaseException)]
+        if len(replies) < len(results):
+            self.intake += self._deliveries(reply + [item for got in replies for item in got])
+            raise next(r for r in results if isinstance(r, BaseException))
+        return replies
 
     async def _read_embedded(self, count: int, block_ms: int) -> Any:
         with change_signal(self.redis).watch(*self.streams, exclusive=True) as change:

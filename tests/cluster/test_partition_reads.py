@@ -13,6 +13,7 @@ from redis.exceptions import ResponseError
 
 from common import BaseWorker, CommonAppSettings, DomainAction
 from common.clients.queue_manager import QueueManager
+from common.testing import RedisCluster
 from common.workers.outcome import Delivery
 
 P = 6
@@ -95,3 +96,19 @@ async def test_entries_of_the_others_run_when_one_partition_s_read_fails(
     batch = await worker._next_batch()  # the intake first
     assert _per_stream(batch) == dict.fromkeys(others, 4)
     assert _per_stream(await worker._read(60, 10)) == {failing: 4}
+
+
+async def test_a_plain_redis_py_cluster_client_reads_every_partition(
+    settings: CommonAppSettings, redis_cluster: RedisCluster
+) -> None:
+    """An application's own ``redis.asyncio.RedisCluster`` (not the toolkit's): the sweep of
+    the other partitions goes through its commands."""
+    plain = aioredis.RedisCluster(host="127.0.0.1", port=redis_cluster.nodes[0].port)
+    try:
+        worker, streams = await _worker(settings, plain)
+        for i, stream in enumerate(streams):
+            await _fill(plain, stream, i + 1)
+        batch = await worker._read(100, 10)
+        assert _per_stream(batch) == {s: i + 1 for i, s in enumerate(streams)}
+    finally:
+        await plain.aclose()
