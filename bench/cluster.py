@@ -4,7 +4,7 @@
 The workers run as ``python -m common run ... --processes 2`` (one worker each), as a service
 scales out on one machine (``--processes 0 --workers N``: N workers in the benchmark's own
 process). On a small machine the client's Python is the limit, so the target is parity:
-cluster P = 6 at least 0.85 of standalone. ``python -m bench.cluster [--n 20000] [--runs 3]
+cluster P = 6 at least 0.85 of standalone. ``python -m bench.cluster [--n 100000] [--runs 5]
 [--processes 2]`` runs it alone; the suite runs it as its ``cluster`` scenario
 (``--only cluster``).
 """
@@ -145,8 +145,8 @@ async def rows(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=20_000)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2, help="in this process")
     parser.add_argument(
         "--processes", type=int, default=2, help="run --processes N (0: --workers here)"

@@ -77,7 +77,7 @@ class MessagingPool(ConsumerPool[TopicSubscriber]):
                 for i in range(sub.consumers)
             ]
             for consumer in group:
-                await consumer.initialize()
+                await consumer._with_reconnect(consumer.initialize, self.connect_timeout_s)
             self._groups.append(group)
         return [c for group in self._groups for c in group]
 

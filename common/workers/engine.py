@@ -436,14 +436,23 @@ class StreamConsumer(StreamReading, Settlement, ABC):
         await self._sleep(backoff)
         return min(backoff * 2, 5.0)
 
-    async def _with_reconnect(self, operation: Callable[[], Awaitable[None]]) -> None:
+    async def _with_reconnect(
+        self, operation: Callable[[], Awaitable[None]], timeout_s: float = 0
+    ) -> None:
+        """Run ``operation`` until it succeeds, waiting out Redis errors that pass; past
+        ``timeout_s`` seconds (0: no limit) the last one is raised."""
+        deadline = time.monotonic() + timeout_s if timeout_s else None
         backoff = 0.1
         while True:
             try:
                 await operation()
                 return
-            except CONNECTION_ERRORS as exc:
-                if self._stopping.is_set():
+            except Exception as exc:
+                # Lost connections, and what may pass (CLUSTERDOWN while a master restarts,
+                # LOADING, TRYAGAIN, READONLY during a failover...): later. Others are bugs.
+                if self._stopping.is_set() or not is_transient(exc):
+                    raise
+                if deadline is not None and time.monotonic() + backoff > deadline:
                     raise
                 self.log.warning("Redis unavailable (%s); retrying in %.1fs", exc, backoff)
                 await self._sleep(backoff)

@@ -31,7 +31,9 @@ class WorkerPool(ConsumerPool[W]):
 
     Without a ``redis`` client the pool opens (and closes) its own from ``settings.redis_url``;
     :meth:`start` then waits for Redis up to ``connect_timeout_s`` seconds (0: forever), then
-    raises :class:`~common.errors.RedisUnavailableError`.
+    raises :class:`~common.errors.RedisUnavailableError`. Creating the consumer groups waits the
+    same (with any client) for errors that pass (``CLUSTERDOWN`` while a cluster's slot is not
+    served, ``LOADING``, a lost connection), then raises the last one.
 
     What the workers share lives in :attr:`resources` (one :class:`Resources` per pool, given
     to every worker as ``worker.resources``): the worker class's ``on_startup(resources)``
@@ -92,7 +94,7 @@ class WorkerPool(ConsumerPool[W]):
             worker.standalone_recovery = False
             worker.redis_client = self.client
             worker.resources = self.resources
-            await worker.initialize()
+            await worker._with_reconnect(worker.initialize, self.connect_timeout_s)
         return workers
 
     async def _close_clients(self) -> None:

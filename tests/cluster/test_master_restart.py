@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
+from redis.exceptions import ClusterDownError, ResponseError
 
 from common import BaseRedisClient, DomainAction, WorkerPool
 from common.clients.queue_manager import QueueManager
@@ -165,3 +166,75 @@ def _every_read_refused(logs: LogCounter, pool: WorkerPool[Any]) -> bool:
         and record.name == "common.workers.engine"
     ]
     return all(any(w.consumer in message for message in refused) for w in pool.workers)
+
+
+async def test_workers_started_while_their_slot_is_not_served_wait_for_it(
+    restart_cluster: RedisCluster,
+) -> None:
+    """Group creation at start refused with ``CLUSTERDOWN`` (the slot's owner dropped it, or a
+    master is restarting): ``start()`` waits (a warning per attempt, backing off) and returns
+    once the slot is served; the workers then run, none crashed or restarted."""
+    settings = _fast(redis_url=restart_cluster.url)
+    stream = QueueManager(settings.queue_prefix, settings.environment).action_stream("calc")
+    async with RedisManager(settings) as manager:
+        redis: Any = manager.get_client()
+        owner = aioredis.Redis(port=redis.get_node_from_key(stream).port)
+        slot = key_slot(stream.encode())
+        pool = WorkerPool(CalcWorker, settings, redis)
+        await owner.execute_command("CLUSTER DELSLOTS", slot)
+        try:
+            with LogCounter() as logs:
+                starting = asyncio.create_task(pool.start())
+                await wait_for(
+                    lambda: sum("Redis unavailable" in r.getMessage() for r in logs.records) >= 2,
+                    timeout=15,
+                )
+                assert not starting.done()
+                await owner.execute_command("CLUSTER ADDSLOTS", slot)
+                await asyncio.to_thread(restart_cluster.wait_ok, 20)
+                await asyncio.wait_for(starting, 15)
+                client = BaseRedisClient("api", redis, settings)
+                response = await client.send_action_pseudo_sync(
+                    DomainAction(action_type="calc.add", data={"a": 1, "b": 2}), timeout=10
+                )
+                await client.close()
+            assert response.success and response.data == {"sum": 3}
+            assert pool.health()["restarts"] == 0, logs.summary()
+            assert len(logs.records) < _MAX_WARNINGS, logs.summary()
+        finally:
+            await pool.stop()
+            await _serve(owner, slot)  # if the test failed before
+            await owner.aclose()
+
+
+async def test_start_gives_up_after_connect_timeout_while_the_slot_is_not_served(
+    restart_cluster: RedisCluster,
+) -> None:
+    settings = _fast(redis_url=restart_cluster.url)
+    stream = QueueManager(settings.queue_prefix, settings.environment).action_stream("calc")
+    async with RedisManager(settings) as manager:
+        redis: Any = manager.get_client()
+        owner = aioredis.Redis(port=redis.get_node_from_key(stream).port)
+        slot = key_slot(stream.encode())
+        pool = WorkerPool(CalcWorker, settings, redis)
+        pool.connect_timeout_s = 1.0
+        await owner.execute_command("CLUSTER DELSLOTS", slot)
+        try:
+            began = time.monotonic()
+            with pytest.raises(ClusterDownError):
+                await pool.start()
+            assert time.monotonic() - began < 5
+            assert not pool.running
+        finally:
+            await _serve(owner, slot)
+            await owner.aclose()
+        await asyncio.to_thread(restart_cluster.wait_ok, 20)
+
+
+async def _serve(owner: aioredis.Redis, slot: int) -> None:
+    """Give the slot back to its owner (CLUSTER ADDSLOTS), unless it has it already."""
+    try:
+        await owner.execute_command("CLUSTER ADDSLOTS", slot)
+    except ResponseError as exc:
+        if "already busy" not in str(exc):
+            raise
