@@ -66,6 +66,7 @@ from tests.integration.test_failures import (
     test_retry_later_waits_the_requested_delay,
     test_unknown_action_type_answers_with_an_error,
 )
+from tests.integration.test_lifecycle import test_group_deleted_under_a_running_worker_is_recreated
 from tests.integration.test_outbox import (
     test_last_ttl_wins_per_key,
     test_many_pseudo_sync_replies_to_one_client,
@@ -135,6 +136,7 @@ __all__ = [
     "test_expired_deadline_is_acked_unprocessed_and_reported",
     "test_failures_are_retried_then_succeed",
     "test_failures_retry_then_go_to_the_dlq_topic_which_is_an_ordinary_topic",
+    "test_group_deleted_under_a_running_worker_is_recreated",
     "test_handler_failure_leaves_the_entry_pending",
     "test_invalid_action_with_reply_key_gets_an_error_reply",
     "test_invalid_callback_type_is_refused_by_the_client",
