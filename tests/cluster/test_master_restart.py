@@ -30,6 +30,8 @@ from redis.exceptions import ClusterDownError, ResponseError
 from common import BaseRedisClient, DomainAction, WorkerPool
 from common.clients.queue_manager import QueueManager
 from common.clients.redis_manager import RedisManager
+from common.messaging import run_workers, worker
+from common.messaging.producer import Producer
 from common.testing import RedisCluster
 from tests.cluster.conftest import _fast
 from tests.cluster.failover_load import Load, LogCounter, handled
@@ -238,3 +240,46 @@ async def _serve(owner: aioredis.Redis, slot: int) -> None:
     except ResponseError as exc:
         if "already busy" not in str(exc):
             raise
+
+
+async def test_declarative_workers_started_while_their_topic_s_slot_is_not_served_wait_for_it(
+    restart_cluster: RedisCluster,
+) -> None:
+    """The same for a ``MessagingPool`` (``run_workers``): its groups are created once the
+    topic's slot is served, then the events go through."""
+    settings = _fast(redis_url=restart_cluster.url)
+    stream = QueueManager(settings.queue_prefix, settings.environment).topic_stream("parcels")
+    seen: list[int] = []
+
+    @worker(topic="parcels")
+    async def ship(parcel: dict[str, int]) -> None:
+        seen.append(parcel["n"])
+
+    async with RedisManager(settings) as manager:
+        redis: Any = manager.get_client()
+        owner = aioredis.Redis(port=redis.get_node_from_key(stream).port)
+        slot = key_slot(stream.encode())
+        await owner.execute_command("CLUSTER DELSLOTS", slot)
+        try:
+            with LogCounter() as logs:
+                running = run_workers(ship, settings=settings, redis=redis)
+                starting = asyncio.create_task(running.__aenter__())
+                await wait_for(
+                    lambda: any("Redis unavailable" in r.getMessage() for r in logs.records),
+                    timeout=15,
+                )
+                assert not starting.done()
+                await _serve(owner, slot)
+                await asyncio.to_thread(restart_cluster.wait_ok, 20)
+                await asyncio.wait_for(starting, 15)
+                try:
+                    producer = Producer(settings)
+                    await producer.send("parcels", {"n": 7})
+                    await producer.close()
+                    await wait_for(lambda: seen == [7], timeout=10)
+                finally:
+                    await running.__aexit__(None, None, None)
+            assert len(logs.records) < _MAX_WARNINGS, logs.summary()
+        finally:
+            await _serve(owner, slot)
+            await owner.aclose()
