@@ -57,6 +57,8 @@ class Sizes:
     crash_kill_after: int = 40  # handled actions before the SIGKILL (mid-batch)
     metrics_drain: int = 30_000  # pre-loaded actions drained with metrics on / off
     processes_drain: int = 60_000  # actions drained by run --processes 2 / 1
+    cluster: int = 100_000  # actions per run of the cluster scenario (drain and end-to-end)
+    cluster_runs: int = 5  # its runs (its shorter ones swing too much on a small machine)
 
 
 SMOKE = Sizes(
@@ -75,6 +77,8 @@ SMOKE = Sizes(
     crash_kill_after=20,
     metrics_drain=500,
     processes_drain=500,
+    cluster=500,
+    cluster_runs=1,
 )
 
 EMBEDDED_P50_MS = 5.0  # budget of a pseudo-sync round trip on memory://
@@ -521,7 +525,8 @@ class Suite:
         It starts a cluster of its own, so it runs only when asked for (``--only cluster``)."""
         from bench import cluster
 
-        return await cluster.rows(self.url, self.sizes.e2e, self.sizes.runs, 2, self.log)
+        sizes = self.sizes
+        return await cluster.rows(self.url, sizes.cluster, sizes.cluster_runs, 2, self.log)
 
     async def run(self, only: set[str] | None = None) -> list[Row]:
         scenarios: dict[str, Callable[[], Awaitable[list[Row]]]] = {
