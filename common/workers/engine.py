@@ -14,26 +14,25 @@ import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 
 import redis.asyncio as aioredis
-from redis.exceptions import ClusterError, ResponseError
 
-from common.clients.redis_errors import is_transient
 from common.clients.redis_manager import CONNECTION_ERRORS, is_embedded
 from common.clients.replication import Replication
 from common.config import CommonAppSettings
 from common.errors import WorkerStateError
 from common.models.actions import ErrorDetail
-from common.workers.cancel import cancel_and_wait, wait_event
+from common.workers.cancel import cancel_and_wait
 from common.workers.leases import LeaseKeeper
 from common.workers.logs import ContextLogger
 from common.workers.outbox import Outbox
 from common.workers.outcome import Delivery, Fail, HeldKey, Outcome, Write
-from common.workers.reading import StreamReading, is_nogroup, is_unblocked
+from common.workers.reading import StreamReading
 from common.workers.retry import RetryPolicy
 from common.workers.settlement import Settlement
 from common.workers.stats import WorkerStats
+from common.workers.waiting import FIRST_BACKOFF_S, READ_ERRORS, RedisWaits
 
 __all__ = ["StreamConsumer"]
 
@@ -43,12 +42,7 @@ logger = logging.getLogger(__name__)
 _FINAL_FLUSH_S = 5.0  # how long a stopping worker keeps trying to write its outbox
 
 
-# What a read retries after a backoff: a lost connection, or redis-py giving up following the
-# MOVED/ASK answers of a slot being migrated (ClusterError).
-_READ_RETRIED: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, ClusterError)
-
-
-class StreamConsumer(StreamReading, Settlement, ABC):
+class StreamConsumer(StreamReading, Settlement, RedisWaits, ABC):
     """A consumer of one or several streams in one consumer group (the engine under every
     worker). ``stream`` is its first stream; ``more_streams`` maps any others to their
     dead-letter streams."""
@@ -219,36 +213,17 @@ class StreamConsumer(StreamReading, Settlement, ABC):
     # -- the loop ----------------------------------------------------------------------------
 
     async def _process_action_loop(self) -> None:
-        backoff = 0.1
+        backoff = FIRST_BACKOFF_S
         while not self._stopping.is_set():
             try:
                 batch = await self._next_batch()
-                backoff = 0.1
+                backoff = FIRST_BACKOFF_S
             except asyncio.CancelledError:
                 if not self._absorb_own_cancel():
                     raise
                 break
-            except ResponseError as exc:
-                if is_unblocked(exc):  # the key moved (slot migration) or went: read again
-                    self.log.info("read interrupted (%s); reading again", exc)
-                    continue
-                if is_nogroup(exc):
-                    self.log.warning(
-                        "group %s on %s is gone (server restarted or flushed?): recreating it",
-                        self.group,
-                        self.stream,
-                    )
-                    await self._with_reconnect(self._ensure_group)
-                    continue
-                if not is_transient(exc):
-                    raise
-                # CLUSTERDOWN (a master down or restarting), LOADING, MASTERDOWN...: later.
-                self.log.warning("Redis refused the read (%s); retrying in %.1fs", exc, backoff)
-                backoff = await self._read_backoff(backoff)
-                continue
-            except _READ_RETRIED as exc:
-                self.log.warning("lost Redis (%s); retrying in %.1fs", exc, backoff)
-                backoff = await self._read_backoff(backoff)
+            except READ_ERRORS as exc:
+                backoff = await self._read_failed(exc, backoff)
                 continue
             if batch:
                 await self._dispatch(batch)
@@ -425,35 +400,3 @@ class StreamConsumer(StreamReading, Settlement, ABC):
             )
             self.outbox.items.clear()
         await self.leases.release_all()
-
-    # -- helpers -----------------------------------------------------------------------------
-
-    async def _sleep(self, seconds: float) -> None:
-        await wait_event(self._stopping, seconds)
-
-    async def _read_backoff(self, backoff: float) -> float:
-        """Wait ``backoff`` seconds (or until stopped) after a failed read; the next wait."""
-        await self._sleep(backoff)
-        return min(backoff * 2, 5.0)
-
-    async def _with_reconnect(
-        self, operation: Callable[[], Awaitable[None]], timeout_s: float = 0
-    ) -> None:
-        """Run ``operation`` until it succeeds, waiting out Redis errors that pass; past
-        ``timeout_s`` seconds (0: no limit) the last one is raised."""
-        deadline = time.monotonic() + timeout_s if timeout_s else None
-        backoff = 0.1
-        while True:
-            try:
-                await operation()
-                return
-            except Exception as exc:
-                # Lost connections, and what may pass (CLUSTERDOWN while a master restarts,
-                # LOADING, TRYAGAIN, READONLY during a failover...): later. Others are bugs.
-                if self._stopping.is_set() or not is_transient(exc):
-                    raise
-                if deadline is not None and time.monotonic() + backoff > deadline:
-                    raise
-                self.log.warning("Redis unavailable (%s); retrying in %.1fs", exc, backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
