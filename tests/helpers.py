@@ -1,4 +1,5 @@
-"""Small helpers shared by the tests: waiting for a condition with a deadline."""
+"""Small helpers shared by the tests: waiting for a condition with a deadline; the samples of
+a Prometheus text exposition."""
 
 from __future__ import annotations
 
@@ -24,3 +25,22 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
         await asyncio.sleep(interval)
+
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def metric_labels(**labels: str) -> Labels:
+    """The key of a sample's labels in :func:`metric_samples`."""
+    return tuple(sorted(labels.items()))
+
+
+def metric_samples(text: str) -> dict[tuple[str, Labels], float]:
+    """Every sample of a Prometheus text exposition, by (name, :func:`metric_labels`)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }

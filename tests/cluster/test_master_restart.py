@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 from redis.exceptions import ClusterDownError, ResponseError
 
-from common import BaseRedisClient, DomainAction, WorkerPool
+from common import BaseRedisClient, CommonAppSettings, DomainAction, WorkerPool
 from common.clients.queue_manager import QueueManager
 from common.clients.redis_manager import RedisManager
 from common.messaging import run_workers, worker
@@ -125,6 +125,62 @@ async def test_workers_and_senders_go_on_after_their_master_restarts(
     assert len(logs.records) < _MAX_WARNINGS, logs.summary()
 
 
+class Unserved:
+    """The slot of ``key`` dropped by its owner (``CLUSTER DELSLOTS``: the cluster answers
+    ``CLUSTERDOWN Hash slot not served`` for it) until :meth:`serve`, at the latest on exit."""
+
+    def __init__(self, cluster: RedisCluster, redis: Any, key: str) -> None:
+        self.cluster = cluster
+        self.slot = key_slot(key.encode())
+        self.owner = aioredis.Redis(port=redis.get_node_from_key(key).port)
+
+    async def __aenter__(self) -> Unserved:
+        await self.owner.execute_command("CLUSTER DELSLOTS", self.slot)
+        return self
+
+    async def serve(self) -> None:
+        """Give the slot back (unless it has it already) and wait until the cluster is ok."""
+        try:
+            await self.owner.execute_command("CLUSTER ADDSLOTS", self.slot)
+        except ResponseError as exc:
+            if "already busy" not in str(exc):
+                raise
+        await asyncio.to_thread(self.cluster.wait_ok, 20)
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self.serve()
+        finally:
+            await self.owner.aclose()
+
+
+async def _add_one_and_two(redis: Any, settings: CommonAppSettings) -> None:
+    """A pseudo-sync round trip through the service's workers."""
+    client = BaseRedisClient("api", redis, settings)
+    response = await client.send_action_pseudo_sync(
+        DomainAction(action_type="calc.add", data={"a": 1, "b": 2}), timeout=10
+    )
+    await client.close()
+    assert response.success and response.data == {"sum": 3}
+
+
+def _unavailable(logs: LogCounter) -> int:
+    """Warnings of a wait for Redis (``Redis unavailable (...); retrying in ...``)."""
+    return sum("Redis unavailable" in record.getMessage() for record in logs.records)
+
+
+async def _start_while_unserved(
+    slot: Unserved, logs: LogCounter, start: Coroutine[Any, Any, Any], attempts: int
+) -> None:
+    """``start`` waits while the slot is not served (``attempts`` warnings seen, not done),
+    and is done once it is served."""
+    starting = asyncio.create_task(start)
+    await wait_for(lambda: _unavailable(logs) >= attempts, timeout=15)
+    assert not starting.done()
+    await slot.serve()
+    await asyncio.wait_for(starting, 15)
+
+
 async def test_a_read_refused_with_clusterdown_is_retried_not_a_crash(
     restart_cluster: RedisCluster,
 ) -> None:
@@ -135,27 +191,15 @@ async def test_a_read_refused_with_clusterdown_is_retried_not_a_crash(
     stream = QueueManager(settings.queue_prefix, settings.environment).action_stream("calc")
     async with RedisManager(settings) as manager:
         redis: Any = manager.get_client()
-        owner = aioredis.Redis(port=redis.get_node_from_key(stream).port)
-        slot = key_slot(stream.encode())
         async with WorkerPool(CalcWorker, settings, redis) as pool:
             await wait_for(lambda: all(w._reading for w in pool.workers))
             with LogCounter() as logs:
-                await owner.execute_command("CLUSTER DELSLOTS", slot)
-                try:
+                async with Unserved(restart_cluster, redis, stream):
                     await wait_for(
                         lambda: pool.health()["restarts"] or _every_read_refused(logs, pool),
                         timeout=15,
                     )
-                finally:
-                    await owner.execute_command("CLUSTER ADDSLOTS", slot)
-                    await owner.aclose()
-                await asyncio.to_thread(restart_cluster.wait_ok, 20)
-                client = BaseRedisClient("api", redis, settings)
-                response = await client.send_action_pseudo_sync(
-                    DomainAction(action_type="calc.add", data={"a": 1, "b": 2}), timeout=10
-                )
-                await client.close()
-            assert response.success and response.data == {"sum": 3}
+                await _add_one_and_two(redis, settings)
             assert pool.health()["restarts"] == 0, logs.summary()
 
 
@@ -180,33 +224,16 @@ async def test_workers_started_while_their_slot_is_not_served_wait_for_it(
     stream = QueueManager(settings.queue_prefix, settings.environment).action_stream("calc")
     async with RedisManager(settings) as manager:
         redis: Any = manager.get_client()
-        owner = aioredis.Redis(port=redis.get_node_from_key(stream).port)
-        slot = key_slot(stream.encode())
         pool = WorkerPool(CalcWorker, settings, redis)
-        await owner.execute_command("CLUSTER DELSLOTS", slot)
         try:
             with LogCounter() as logs:
-                starting = asyncio.create_task(pool.start())
-                await wait_for(
-                    lambda: sum("Redis unavailable" in r.getMessage() for r in logs.records) >= 2,
-                    timeout=15,
-                )
-                assert not starting.done()
-                await owner.execute_command("CLUSTER ADDSLOTS", slot)
-                await asyncio.to_thread(restart_cluster.wait_ok, 20)
-                await asyncio.wait_for(starting, 15)
-                client = BaseRedisClient("api", redis, settings)
-                response = await client.send_action_pseudo_sync(
-                    DomainAction(action_type="calc.add", data={"a": 1, "b": 2}), timeout=10
-                )
-                await client.close()
-            assert response.success and response.data == {"sum": 3}
+                async with Unserved(restart_cluster, redis, stream) as slot:
+                    await _start_while_unserved(slot, logs, pool.start(), attempts=2)
+                await _add_one_and_two(redis, settings)
             assert pool.health()["restarts"] == 0, logs.summary()
             assert len(logs.records) < _MAX_WARNINGS, logs.summary()
         finally:
             await pool.stop()
-            await _serve(owner, slot)  # if the test failed before
-            await owner.aclose()
 
 
 async def test_start_gives_up_after_connect_timeout_while_the_slot_is_not_served(
@@ -216,30 +243,14 @@ async def test_start_gives_up_after_connect_timeout_while_the_slot_is_not_served
     stream = QueueManager(settings.queue_prefix, settings.environment).action_stream("calc")
     async with RedisManager(settings) as manager:
         redis: Any = manager.get_client()
-        owner = aioredis.Redis(port=redis.get_node_from_key(stream).port)
-        slot = key_slot(stream.encode())
         pool = WorkerPool(CalcWorker, settings, redis)
         pool.connect_timeout_s = 1.0
-        await owner.execute_command("CLUSTER DELSLOTS", slot)
-        try:
+        async with Unserved(restart_cluster, redis, stream):
             began = time.monotonic()
             with pytest.raises(ClusterDownError):
                 await pool.start()
             assert time.monotonic() - began < 5
             assert not pool.running
-        finally:
-            await _serve(owner, slot)
-            await owner.aclose()
-        await asyncio.to_thread(restart_cluster.wait_ok, 20)
-
-
-async def _serve(owner: aioredis.Redis, slot: int) -> None:
-    """Give the slot back to its owner (CLUSTER ADDSLOTS), unless it has it already."""
-    try:
-        await owner.execute_command("CLUSTER ADDSLOTS", slot)
-    except ResponseError as exc:
-        if "already busy" not in str(exc):
-            raise
 
 
 async def test_declarative_workers_started_while_their_topic_s_slot_is_not_served_wait_for_it(
@@ -257,29 +268,15 @@ async def test_declarative_workers_started_while_their_topic_s_slot_is_not_serve
 
     async with RedisManager(settings) as manager:
         redis: Any = manager.get_client()
-        owner = aioredis.Redis(port=redis.get_node_from_key(stream).port)
-        slot = key_slot(stream.encode())
-        await owner.execute_command("CLUSTER DELSLOTS", slot)
-        try:
-            with LogCounter() as logs:
-                running = run_workers(ship, settings=settings, redis=redis)
-                starting = asyncio.create_task(running.__aenter__())
-                await wait_for(
-                    lambda: any("Redis unavailable" in r.getMessage() for r in logs.records),
-                    timeout=15,
-                )
-                assert not starting.done()
-                await _serve(owner, slot)
-                await asyncio.to_thread(restart_cluster.wait_ok, 20)
-                await asyncio.wait_for(starting, 15)
-                try:
-                    producer = Producer(settings)
-                    await producer.send("parcels", {"n": 7})
-                    await producer.close()
-                    await wait_for(lambda: seen == [7], timeout=10)
-                finally:
-                    await running.__aexit__(None, None, None)
-            assert len(logs.records) < _MAX_WARNINGS, logs.summary()
-        finally:
-            await _serve(owner, slot)
-            await owner.aclose()
+        running = run_workers(ship, settings=settings, redis=redis)
+        with LogCounter() as logs:
+            async with Unserved(restart_cluster, redis, stream) as slot:
+                await _start_while_unserved(slot, logs, running.__aenter__(), attempts=1)
+            try:
+                producer = Producer(settings)
+                await producer.send("parcels", {"n": 7})
+                await producer.close()
+                await wait_for(lambda: seen == [7], timeout=10)
+            finally:
+                await running.__aexit__(None, None, None)
+        assert len(logs.records) < _MAX_WARNINGS, logs.summary()

@@ -12,7 +12,6 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from fastapi import FastAPI
-from prometheus_client.parser import text_string_to_metric_families
 
 from common import BaseRedisClient, CommonAppSettings, DomainAction, NonRetryableError, WorkerPool
 from common.messaging import Producer, run_workers, worker
@@ -20,7 +19,8 @@ from common.messaging.handler import Handler
 from common.observability import handler_metrics
 from common.ops import ops_router
 from common.ops.metrics import disable_detailed, enable_detailed
-from tests.helpers import wait_for
+from tests.helpers import metric_labels as _key
+from tests.helpers import metric_samples, wait_for
 from tests.integration.workers import CalcWorker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,15 +43,7 @@ async def _scrape(*pools: Any) -> Samples:
     async with httpx.AsyncClient(transport=transport, base_url="http://ops") as http:
         response = await http.get("/metrics")
     assert response.status_code == 200
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(response.text)
-        for s in family.samples
-    }
-
-
-def _key(**labels: str) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(labels.items()))
+    return metric_samples(response.text)
 
 
 def _of_service(samples: Samples, prefix: str, service: str) -> Samples:

@@ -9,29 +9,18 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from fastapi import FastAPI
-from prometheus_client.parser import text_string_to_metric_families
 
 from common import BaseRedisClient, CommonAppSettings, DomainAction, WorkerPool
 from common.ops import ops_router
 from common.testing import RedisServer, unique_settings
+from tests.helpers import metric_labels as _labels
+from tests.helpers import metric_samples as _samples
 from tests.helpers import wait_for
 from tests.integration.workers import CalcWorker
 
 
 def _http(app: FastAPI) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ops")
-
-
-def _labels(**labels: str) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(labels.items()))
-
-
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 async def test_metrics_after_a_known_workload(

@@ -12,12 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from prometheus_client.parser import text_string_to_metric_families
 
 from common import BaseRedisClient, CommonAppSettings, DomainAction, QueueManager
 from common.messaging import Producer
 from common.testing import free_port
-from tests.helpers import wait_for
+from tests.helpers import metric_labels as _key
+from tests.helpers import metric_samples, wait_for
 from tests.integration.test_run_targets import Run
 
 CALC = "tests.integration.workers:CalcWorker"
@@ -33,15 +33,7 @@ async def _scrape(port: int) -> Samples | None:
     except httpx.TransportError:
         return None
     assert response.status_code == 200, response.text
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(response.text)
-        for s in family.samples
-    }
-
-
-def _key(**labels: str) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(labels.items()))
+    return metric_samples(response.text)
 
 
 async def _send_workload(client: BaseRedisClient) -> None:
